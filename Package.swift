@@ -1,0 +1,33 @@
+// swift-tools-version:6.0
+// Wrapfs for Swift: a stackable FUSE file system whose file content passes through page codecs.
+import PackageDescription
+
+let package = Package(
+    name: "Wrapfs",
+    platforms: [.macOS(.v13)],
+    products: [
+        .library(name: "Wrapfs", targets: ["Wrapfs"]),
+        .library(name: "Codecs", targets: ["Codecs"]),
+        .executable(name: "wrapfs-mount", targets: ["wrapfs-mount"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+    ],
+    targets: [
+        .systemLibrary(name: "CFuse", pkgConfig: "fuse3",
+                       providers: [.apt(["libfuse3-dev"])]),
+        .target(name: "Wrapfs", dependencies: [
+            "CFuse",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        .target(name: "Codecs", dependencies: ["Wrapfs"]),
+        .executableTarget(name: "wrapfs-mount", dependencies: [
+            "Wrapfs", "Codecs",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        .testTarget(name: "WrapfsTests", dependencies: ["Wrapfs", "Codecs"]),
+    ],
+    swiftLanguageModes: [.v5]
+)

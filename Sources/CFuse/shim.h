@@ -1,0 +1,102 @@
+// C glue for libfuse3's low-level API: version pin and wrappers for what Swift cannot import.
+#ifndef WRAPFS_CFUSE_SHIM_H
+#define WRAPFS_CFUSE_SHIM_H
+
+#define FUSE_USE_VERSION 312
+#include <fuse_lowlevel.h>
+#include <fcntl.h>
+#include <errno.h>
+#include <stdio.h>
+#include <unistd.h>
+#include <sys/syscall.h>
+#include <sys/stat.h>
+#include <sys/file.h>
+#include <sys/mman.h>
+#include <sys/statvfs.h>
+#include <sys/xattr.h>
+#include <sys/ioctl.h>
+#include <linux/falloc.h>
+#include <linux/fs.h>
+#include <dirent.h>
+#include <syslog.h>
+
+// GNU flags that <fcntl.h> hides without _GNU_SOURCE (which would clash with Swift's Glibc module).
+#ifdef O_PATH
+static const int wrapfs_O_PATH = O_PATH;
+#else
+static const int wrapfs_O_PATH = 010000000;
+#endif
+#ifdef O_DIRECT
+static const int wrapfs_O_DIRECT = O_DIRECT;
+#elif defined(__aarch64__) || defined(__arm__)
+static const int wrapfs_O_DIRECT = 0200000;
+#elif defined(__powerpc__)
+static const int wrapfs_O_DIRECT = 0400000;
+#else
+static const int wrapfs_O_DIRECT = 040000;
+#endif
+#ifdef AT_EMPTY_PATH
+static const int wrapfs_AT_EMPTY_PATH = AT_EMPTY_PATH;
+#else
+static const int wrapfs_AT_EMPTY_PATH = 0x1000;
+#endif
+
+// fuse_session_loop_mt is a macro over a versioned symbol.
+static inline int wrapfs_session_loop_mt(struct fuse_session *se, unsigned max_threads, int clone_fd) {
+    struct fuse_loop_config *cfg = fuse_loop_cfg_create();
+    if (!cfg) return -1;
+    fuse_loop_cfg_set_clone_fd(cfg, clone_fd);
+    if (max_threads > 0) fuse_loop_cfg_set_max_threads(cfg, max_threads);
+    fuse_loop_cfg_set_idle_threads(cfg, max_threads > 0 && max_threads < 10 ? max_threads : 10);
+    int rc = fuse_session_loop_mt(se, cfg);
+    fuse_loop_cfg_destroy(cfg);
+    return rc;
+}
+
+// renameat2 with its flags, whatever libc exports.
+static inline int wrapfs_renameat2(int olddirfd, const char *oldpath, int newdirfd, const char *newpath, unsigned flags) {
+    return (int)syscall(SYS_renameat2, olddirfd, oldpath, newdirfd, newpath, flags);
+}
+
+// open(2) and openat(2) are variadic in C.
+static inline int wrapfs_openat(int dirfd, const char *path, int flags, mode_t mode) {
+    return openat(dirfd, path, flags, mode);
+}
+static inline int wrapfs_open(const char *path, int flags, mode_t mode) {
+    return open(path, flags, mode);
+}
+
+// Extended attributes, by path (the layer passes /proc/self/fd/N).
+static inline ssize_t wrapfs_getxattr(const char *path, const char *name, void *value, size_t size) { return getxattr(path, name, value, size); }
+static inline ssize_t wrapfs_listxattr(const char *path, char *list, size_t size) { return listxattr(path, list, size); }
+static inline int wrapfs_setxattr(const char *path, const char *name, const void *value, size_t size, int flags) { return setxattr(path, name, value, size, flags); }
+static inline int wrapfs_removexattr(const char *path, const char *name) { return removexattr(path, name); }
+
+// utimensat's special values are macros with casts.
+static const long wrapfs_utime_now = UTIME_NOW;
+static const long wrapfs_utime_omit = UTIME_OMIT;
+
+// fallocate(2) is GNU-only in <fcntl.h>.
+int fallocate(int fd, int mode, off_t offset, off_t len);
+static inline int wrapfs_fallocate(int fd, int mode, off_t offset, off_t len) { return fallocate(fd, mode, offset, len); }
+
+static inline int wrapfs_errno(void) { return errno; }
+
+// fcntl(2) is variadic in C.
+static inline int wrapfs_fcntl_int(int fd, int cmd, int arg) { return fcntl(fd, cmd, arg); }
+
+// ioctl(2) is variadic in C.
+static inline int wrapfs_ioctl_ptr(int fd, unsigned long req, void *arg) { return ioctl(fd, req, arg); }
+
+// syslog(3) is variadic in C.
+static inline void wrapfs_syslog(int priority, const char *message) { syslog(priority, "%s", message); }
+
+// The fuse_file_info bitfields, read and written from Swift without relying on bitfield import.
+static inline void wrapfs_fi_set_keep_cache(struct fuse_file_info *fi, int v) { fi->keep_cache = v; }
+static inline void wrapfs_fi_set_direct_io(struct fuse_file_info *fi, int v) { fi->direct_io = v; }
+static inline void wrapfs_fi_set_parallel_direct_writes(struct fuse_file_info *fi, int v) { (void)fi; (void)v; }
+static inline void wrapfs_fi_set_noflush(struct fuse_file_info *fi, int v) { fi->noflush = v; }
+
+static inline const char *wrapfs_dirent_name(struct dirent *d) { return d->d_name; }
+
+#endif

@@ -1,0 +1,22 @@
+// Registers the built-in codecs with the registry.
+import Wrapfs
+
+public enum BuiltinCodecs {
+    /// Adds every built-in codec to `registry`. Safe to call more than once.
+    public static func register(in registry: CodecRegistry = .shared) {
+        registry.register(CodecDescriptor(name: "identity", summary: "no transform; gives mmap to lower file systems without it") { o in
+            IdentityCodec(pageSize: try pageSizeOption(o))
+        })
+        registry.register(CodecDescriptor(name: "rot", summary: "byte rotation of content, ROT13 of names (size-preserving)") { o in
+            try RotCodec(shift: try o.int("shift", default: 13), pageSize: try pageSizeOption(o))
+        })
+    }
+
+    static func pageSizeOption(_ o: CodecOptions, default value: Int = 4096) throws -> Int {
+        let p = try o.int("page-size", default: value)
+        guard p >= 512, p <= 1 << 20, p & (p - 1) == 0 else {
+            throw CodecError("page-size must be a power of two between 512 and 1048576, got \(p)")
+        }
+        return p
+    }
+}

@@ -1,0 +1,122 @@
+// Layer: one mounted stackable layer: the lower root, its inodes, its codec and page engine.
+import Glibc
+import CFuse
+import Logging
+
+/// A stackable layer over one lower directory. FUSE requests arrive on the operations in
+/// `Operations*.swift`; each resolves inodes here and works on lower files with `*at()` calls.
+public final class Layer {
+    public let lowerPath: String
+    public let codec: Codec
+    public let options: LayerOptions
+    let log: Logger
+    let inodes: InodeTable
+    let engine: PageEngine
+    /// Set while the session runs, for notifications sent to the kernel.
+    var session: OpaquePointer?
+    /// New entries get the caller's ownership when the daemon runs as root for others.
+    let runsAsRoot = geteuid() == 0
+
+    /// Opens the lower directory. Throws `Errno` when it is missing or not a directory.
+    public init(lower: String, codec: Codec, options: LayerOptions = LayerOptions(), log: Logger) throws {
+        self.lowerPath = lower
+        self.codec = codec
+        self.options = options
+        self.log = log
+        let fd = try FileDescriptor.open(lower, O_PATH | O_DIRECTORY)
+        let st: stat
+        do { st = try fd.stat() } catch { fd.close(); throw error }
+        inodes = InodeTable(root: Inode(fd: fd, stat: st))
+        engine = PageEngine(codec: codec, log: log)
+    }
+
+    // MARK: names
+
+    /// The lower name for an upper path component, as a C string.
+    func lowerName(_ name: UnsafePointer<CChar>) throws -> [CChar] {
+        let bytes = Array(UnsafeBufferPointer(start: UnsafeRawPointer(name).assumingMemoryBound(to: UInt8.self), count: strlen(name)))
+        let encoded: [UInt8]
+        do { encoded = try codec.encodeName(bytes) } catch { throw Errno.EINVAL }
+        if encoded.count > Int(NAME_MAX) { throw Errno.ENAMETOOLONG }
+        return encoded.map { CChar(bitPattern: $0) } + [0]
+    }
+
+    /// The upper name for a lower directory entry, or nil when the codec does not own it.
+    func upperName(_ lower: UnsafePointer<CChar>) -> [CChar]? {
+        let bytes = Array(UnsafeBufferPointer(start: UnsafeRawPointer(lower).assumingMemoryBound(to: UInt8.self), count: strlen(lower)))
+        guard let decoded = try? codec.decodeName(bytes) else { return nil }
+        return decoded.map { CChar(bitPattern: $0) } + [0]
+    }
+
+    // MARK: lookup and attributes
+
+    /// Looks up the lower entry `lowerName` in `parent`, counting one kernel lookup.
+    func entry(parent: Inode, lowerName: UnsafePointer<CChar>) throws -> fuse_entry_param {
+        let fd = try parent.fd.openAt(lowerName, O_PATH | O_NOFOLLOW)
+        let st: stat
+        do { st = try fd.stat() } catch { fd.close(); throw error }
+        let inode = inodes.remember(fd: fd, stat: st)
+        var e = fuse_entry_param()
+        e.ino = inodes.id(of: inode)
+        do {
+            e.attr = try attributes(inode, st)
+        } catch {
+            inodes.forget(e.ino, count: 1)
+            throw error
+        }
+        e.attr_timeout = options.attributeTimeout
+        e.entry_timeout = options.entryTimeout
+        return e
+    }
+
+    /// The attributes the layer shows for `inode`: the lower ones, with logical sizes.
+    func attributes(_ inode: Inode, _ lower: stat? = nil) throws -> stat {
+        var st = try lower ?? inode.fd.stat()
+        if inode.isRegular && !codec.preservesSize {
+            if codec.fixedOverhead != nil {
+                // Arithmetic on the lower size is enough; no need to open the file.
+                let file = LowerFile(fd: inode.fd, inode: inode)
+                st.st_size = off_t(try engine.logicalSize(file, lowerSize: Int64(st.st_size)))
+            } else {
+                let fd = try inode.fd.reopen(O_RDONLY)
+                defer { fd.close() }
+                let file = LowerFile(fd: fd, inode: inode)
+                st.st_size = off_t(try inode.content.reading { try engine.logicalSize(file, lowerSize: Int64(st.st_size)) })
+            }
+        } else if inode.isSymlink && !codec.preservesNameLength {
+            st.st_size = off_t(try codec.decodeLinkTarget(try inode.fd.readLink()).count)
+        }
+        return st
+    }
+
+    /// Gives a new entry the caller's ownership when the daemon serves others as root.
+    func adoptOwnership(_ req: fuse_req_t, parent: Inode, lowerName: UnsafePointer<CChar>) {
+        guard runsAsRoot, let ctx = fuse_req_ctx(req)?.pointee, ctx.uid != 0 || ctx.gid != 0 else { return }
+        let parentStat = try? parent.fd.stat()
+        let gid = (parentStat.map { $0.st_mode & S_ISGID != 0 } ?? false) ? gid_t.max : ctx.gid
+        _ = fchownat(parent.fd.rawValue, lowerName, ctx.uid, gid, AT_SYMLINK_NOFOLLOW)
+    }
+
+    func reply(_ req: fuse_req_t, entry e: fuse_entry_param) {
+        var e = e
+        fuse_reply_entry(req, &e)
+    }
+
+    func reply(_ req: fuse_req_t, attributes st: stat) {
+        var st = st
+        fuse_reply_attr(req, &st, options.attributeTimeout)
+    }
+
+    /// Runs a request body; an error becomes the errno reply. The body replies on success.
+    @inline(__always)
+    func serve(_ req: fuse_req_t, _ body: () throws -> Void) {
+        do {
+            try body()
+        } catch let e as Errno {
+            fuse_reply_err(req, e.rawValue)
+        } catch {
+            log.error("request failed: \(error)")
+            fuse_reply_err(req, EIO)
+        }
+    }
+}

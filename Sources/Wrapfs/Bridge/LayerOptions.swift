@@ -1,0 +1,25 @@
+// LayerOptions: the tunables of one mounted layer (timeouts, caching, request sizes, threads).
+
+/// How a layer talks to the kernel. Defaults favour correctness over a lower file system that
+/// may change behind the layer's back; the benchmark measures the rest.
+public struct LayerOptions {
+    /// Seconds the kernel may cache attributes and names.
+    public var attributeTimeout: Double = 1.0
+    public var entryTimeout: Double = 1.0
+    /// Seconds the kernel may remember that a name does not exist (0: never).
+    public var negativeTimeout: Double = 1.0
+    /// Bypass the page cache: no mmap, every read and write reaches the layer.
+    public var directIO = false
+    /// Keep cached pages across opens (the kernel still drops them when size or mtime change).
+    public var keepCache = false
+    /// Let the kernel gather writes in its cache (FUSE writeback cache).
+    public var writebackCache = false
+    /// Largest write request, bytes (the kernel caps it at 1 MiB).
+    public var maxWrite = 1 << 20
+    /// Worker threads (0: libfuse's default).
+    public var threads = 0
+    /// Serve requests on one thread (for debugging).
+    public var singleThreaded = false
+
+    public init() {}
+}

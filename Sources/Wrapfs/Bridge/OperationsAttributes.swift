@@ -1,0 +1,83 @@
+// Operations on inodes and their attributes: lookup, forget, getattr, setattr, statfs.
+import Glibc
+import CFuse
+
+extension Layer {
+    func lookup(_ req: fuse_req_t, _ parent: fuse_ino_t, _ name: UnsafePointer<CChar>) {
+        serve(req) {
+            let dir = inodes.inode(parent)
+            let lname = try lowerName(name)
+            do {
+                reply(req, entry: try entry(parent: dir, lowerName: lname))
+            } catch let e as Errno where e == .ENOENT && options.negativeTimeout > 0 {
+                var neg = fuse_entry_param()
+                neg.entry_timeout = options.negativeTimeout
+                fuse_reply_entry(req, &neg)
+            }
+        }
+    }
+
+    func forget(_ req: fuse_req_t, _ ino: fuse_ino_t, _ count: UInt64) {
+        inodes.forget(ino, count: count)
+        fuse_reply_none(req)
+    }
+
+    func forgetMany(_ req: fuse_req_t, _ count: Int, _ list: UnsafeMutablePointer<fuse_forget_data>) {
+        for i in 0..<count { inodes.forget(fuse_ino_t(list[i].ino), count: list[i].nlookup) }
+        fuse_reply_none(req)
+    }
+
+    func getattr(_ req: fuse_req_t, _ ino: fuse_ino_t, _ fi: UnsafeMutablePointer<fuse_file_info>?) {
+        serve(req) { reply(req, attributes: try attributes(inodes.inode(ino))) }
+    }
+
+    func setattr(_ req: fuse_req_t, _ ino: fuse_ino_t, _ attr: stat, _ toSet: Int32, _ fi: UnsafeMutablePointer<fuse_file_info>?) {
+        serve(req) {
+            let inode = inodes.inode(ino)
+            let open = fi.flatMap { OpenFile.from($0) }
+            if toSet & FUSE_SET_ATTR_MODE != 0 {
+                if inode.isSymlink { throw Errno.EOPNOTSUPP }
+                if let open { try open.fd.chmod(attr.st_mode) } else { _ = try sys { fchmodat(AT_FDCWD, inode.fd.procPath, attr.st_mode, 0) } }
+            }
+            if toSet & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID) != 0 {
+                try inode.fd.chown(uid: toSet & FUSE_SET_ATTR_UID != 0 ? attr.st_uid : uid_t.max,
+                                   gid: toSet & FUSE_SET_ATTR_GID != 0 ? attr.st_gid : gid_t.max)
+            }
+            if toSet & FUSE_SET_ATTR_SIZE != 0 {
+                guard inode.isRegular else { throw inode.isDirectory ? Errno.EISDIR : Errno.EINVAL }
+                try withWritable(inode, open) { file in
+                    try inode.content.writing { try engine.truncate(file, to: Int64(attr.st_size)) }
+                }
+            }
+            if toSet & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME) != 0 {
+                let omit = timespec(tv_sec: 0, tv_nsec: wrapfs_utime_omit), now = timespec(tv_sec: 0, tv_nsec: wrapfs_utime_now)
+                var times = [omit, omit]
+                if toSet & FUSE_SET_ATTR_ATIME != 0 { times[0] = toSet & FUSE_SET_ATTR_ATIME_NOW != 0 ? now : attr.st_atim }
+                if toSet & FUSE_SET_ATTR_MTIME != 0 { times[1] = toSet & FUSE_SET_ATTR_MTIME_NOW != 0 ? now : attr.st_mtim }
+                if let open {
+                    try open.fd.setTimes(times)
+                } else if inode.isSymlink {
+                    _ = try sys { utimensat(inode.fd.rawValue, "", times, AT_EMPTY_PATH) }
+                } else {
+                    _ = try sys { utimensat(AT_FDCWD, inode.fd.procPath, times, 0) }
+                }
+            }
+            reply(req, attributes: try attributes(inode))
+        }
+    }
+
+    /// Runs `body` on a descriptor of `inode` that can be read and written.
+    func withWritable<R>(_ inode: Inode, _ open: OpenFile?, _ body: (LowerFile) throws -> R) throws -> R {
+        if let open, open.readable { return try body(LowerFile(fd: open.fd, inode: inode)) }
+        let fd = try inode.fd.reopen(O_RDWR)
+        defer { fd.close() }
+        return try body(LowerFile(fd: fd, inode: inode))
+    }
+
+    func statfs(_ req: fuse_req_t, _ ino: fuse_ino_t) {
+        serve(req) {
+            var sv = try inodes.inode(ino).fd.statfs()
+            fuse_reply_statfs(req, &sv)
+        }
+    }
+}

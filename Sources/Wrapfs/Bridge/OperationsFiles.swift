@@ -1,0 +1,174 @@
+// Operations on file content: create, open, read, write, release, fsync, fallocate, lseek.
+import Foundation
+import Glibc
+import CFuse
+
+extension Layer {
+    /// Lower open flags for an upper open: never O_APPEND (the layer places appends itself),
+    /// never O_TRUNC (truncation goes through the page engine), readable for read-modify-write.
+    private func lowerFlags(_ flags: Int32) -> (flags: Int32, wantsRead: Bool) {
+        var f = flags & ~(O_APPEND | O_TRUNC | O_CREAT | O_EXCL | O_NOCTTY | O_DIRECT)
+        let wantsRead = f & O_ACCMODE != O_RDONLY
+        if f & O_ACCMODE == O_WRONLY { f = (f & ~O_ACCMODE) | O_RDWR }
+        return (f, wantsRead)
+    }
+
+    /// Opens the lower file for an upper open with `flags`; says whether it can be read.
+    private func openLower(flags: Int32, _ create: (Int32) throws -> FileDescriptor) throws -> (FileDescriptor, readable: Bool) {
+        let (f, upgraded) = lowerFlags(flags)
+        var fd: FileDescriptor
+        var readable = true
+        do {
+            fd = try create(f)
+        } catch let e as Errno where e == .EACCES && upgraded && flags & O_ACCMODE == O_WRONLY {
+            fd = try create((f & ~O_ACCMODE) | O_WRONLY)  // write-only lower file: no partial-page writes
+            readable = false
+        }
+        return (fd, readable)
+    }
+
+    private func configure(_ fi: UnsafeMutablePointer<fuse_file_info>) {
+        wrapfs_fi_set_direct_io(fi, options.directIO ? 1 : 0)
+        wrapfs_fi_set_keep_cache(fi, options.keepCache ? 1 : 0)
+    }
+
+    func create(_ req: fuse_req_t, _ parent: fuse_ino_t, _ name: UnsafePointer<CChar>, _ mode: mode_t,
+                _ fi: UnsafeMutablePointer<fuse_file_info>) {
+        serve(req) {
+            let dir = inodes.inode(parent)
+            let lname = try lowerName(name)
+            try lname.withUnsafeBufferPointer { nb in
+                let n = nb.baseAddress!
+                let exclusive = fi.pointee.flags & O_EXCL
+                let (fd, readable) = try openLower(flags: fi.pointee.flags) { f in
+                    try dir.fd.openAt(n, f | O_CREAT | exclusive | O_NOFOLLOW, mode: mode)
+                }
+                adoptOwnership(req, parent: dir, lowerName: n)
+                let e: fuse_entry_param
+                do { e = try entry(parent: dir, lowerName: n) } catch { fd.close(); throw error }
+                let inode = inodes.inode(e.ino)
+                let file = OpenFile(fd: fd, inode: inode, append: fi.pointee.flags & O_APPEND != 0, readable: readable)
+                if fi.pointee.flags & O_TRUNC != 0 {
+                    try inode.content.writing { try engine.truncate(file.lower, to: 0) }
+                }
+                file.attach(fi)
+                configure(fi)
+                var entry = e
+                if fuse_reply_create(req, &entry, fi) != 0 { OpenFile.detach(fi) }
+            }
+        }
+    }
+
+    func open(_ req: fuse_req_t, _ ino: fuse_ino_t, _ fi: UnsafeMutablePointer<fuse_file_info>) {
+        serve(req) {
+            let inode = inodes.inode(ino)
+            let (fd, readable) = try openLower(flags: fi.pointee.flags) { f in try inode.fd.reopen(f) }
+            let file = OpenFile(fd: fd, inode: inode, append: fi.pointee.flags & O_APPEND != 0, readable: readable)
+            if fi.pointee.flags & O_TRUNC != 0 {
+                try inode.content.writing { try engine.truncate(file.lower, to: 0) }
+            }
+            file.attach(fi)
+            configure(fi)
+            if fuse_reply_open(req, fi) != 0 { OpenFile.detach(fi) }
+        }
+    }
+
+    func release(_ req: fuse_req_t, _ ino: fuse_ino_t, _ fi: UnsafeMutablePointer<fuse_file_info>) {
+        OpenFile.detach(fi)
+        fuse_reply_err(req, 0)
+    }
+
+    func read(_ req: fuse_req_t, _ ino: fuse_ino_t, _ size: Int, _ off: off_t, _ fi: UnsafeMutablePointer<fuse_file_info>) {
+        serve(req) {
+            guard let file = OpenFile.from(fi) else { throw Errno.EBADF }
+            guard file.readable else { throw Errno.EBADF }
+            try file.inode.content.reading {
+                try engine.read(file.lower, offset: Int64(off), count: size) { bytes in
+                    fuse_reply_buf(req, bytes.baseAddress?.assumingMemoryBound(to: CChar.self), bytes.count)
+                }
+            }
+        }
+    }
+
+    func write(_ req: fuse_req_t, _ ino: fuse_ino_t, _ buf: UnsafePointer<CChar>, _ size: Int, _ off: off_t,
+               _ fi: UnsafeMutablePointer<fuse_file_info>) {
+        serve(req) {
+            guard let file = OpenFile.from(fi) else { throw Errno.EBADF }
+            let data = UnsafeRawBufferPointer(start: buf, count: size)
+            var placedElsewhere = false
+            try file.inode.content.writing {
+                var offset = Int64(off)
+                if file.append {
+                    // Appends land at the logical end of file as it is now, whatever the kernel thought.
+                    let end = try engine.sizes(file.lower).logical
+                    placedElsewhere = end != offset
+                    offset = end
+                }
+                if !file.readable { try requireWholePages(file, offset: offset, count: size) }
+                try engine.write(file.lower, offset: offset, data: data)
+            }
+            fuse_reply_write(req, size)
+            if placedElsewhere { invalidateLater(ino) }
+        }
+    }
+
+    /// Without a readable lower descriptor only page-aligned writes can be stored.
+    private func requireWholePages(_ file: OpenFile, offset: Int64, count: Int) throws {
+        let p = engine.pageSize
+        let size = try engine.sizes(file.lower).logical
+        let end = offset + Int64(count)
+        guard offset % p == 0, end % p == 0 || end >= size, (size % p == 0 || size <= offset) else { throw Errno.EACCES }
+    }
+
+    func fsync(_ req: fuse_req_t, _ ino: fuse_ino_t, _ dataOnly: Bool, _ fi: UnsafeMutablePointer<fuse_file_info>) {
+        serve(req) {
+            guard let file = OpenFile.from(fi) else { throw Errno.EBADF }
+            try file.fd.sync(dataOnly: dataOnly)
+            fuse_reply_err(req, 0)
+        }
+    }
+
+    func fallocate(_ req: fuse_req_t, _ ino: fuse_ino_t, _ mode: Int32, _ off: off_t, _ len: off_t,
+                   _ fi: UnsafeMutablePointer<fuse_file_info>) {
+        serve(req) {
+            guard let file = OpenFile.from(fi) else { throw Errno.EBADF }
+            guard off >= 0, len > 0 else { throw Errno.EINVAL }
+            let keep = mode & FALLOC_FL_KEEP_SIZE != 0
+            try file.inode.content.writing {
+                switch mode & ~FALLOC_FL_KEEP_SIZE {
+                case 0:
+                    try engine.allocate(file.lower, offset: Int64(off), length: Int64(len), keepSize: keep)
+                case FALLOC_FL_PUNCH_HOLE where keep:
+                    try engine.zeroRange(file.lower, offset: Int64(off), length: Int64(len))
+                case FALLOC_FL_ZERO_RANGE:
+                    try engine.zeroRange(file.lower, offset: Int64(off), length: Int64(len))
+                    if !keep, Int64(off + len) > (try engine.sizes(file.lower).logical) {
+                        try engine.truncate(file.lower, to: Int64(off + len))
+                    }
+                default:
+                    throw Errno.EOPNOTSUPP
+                }
+            }
+            fuse_reply_err(req, 0)
+        }
+    }
+
+    func lseek(_ req: fuse_req_t, _ ino: fuse_ino_t, _ off: off_t, _ whence: Int32, _ fi: UnsafeMutablePointer<fuse_file_info>) {
+        serve(req) {
+            guard let file = OpenFile.from(fi) else { throw Errno.EBADF }
+            guard whence == SEEK_DATA || whence == SEEK_HOLE else { throw Errno.EINVAL }
+            let r = try file.inode.content.reading { try engine.seek(file.lower, offset: Int64(off), whence: whence) }
+            fuse_reply_lseek(req, off_t(r))
+        }
+    }
+
+    /// Drops the kernel's cached pages of `ino` once the current request is answered
+    /// (from inside a request the kernel may hold the pages we would wait for).
+    func invalidateLater(_ ino: fuse_ino_t) {
+        guard let se = session else { return }
+        let raw = UInt(bitPattern: se)
+        Thread {
+            _ = fuse_lowlevel_notify_inval_inode(OpaquePointer(bitPattern: raw), ino, 0, 0)
+        }.start()
+    }
+}

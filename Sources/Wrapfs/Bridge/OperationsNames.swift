@@ -1,0 +1,75 @@
+// Operations on names: mknod, mkdir, symlink, readlink, unlink, rmdir, rename, link.
+import Glibc
+import CFuse
+
+extension Layer {
+    /// Makes a new entry with `make`, gives it the caller's ownership and replies with it.
+    private func makeEntry(_ req: fuse_req_t, _ parent: fuse_ino_t, _ name: UnsafePointer<CChar>,
+                           _ make: (Inode, UnsafePointer<CChar>) throws -> Void) {
+        serve(req) {
+            let dir = inodes.inode(parent)
+            let lname = try lowerName(name)
+            try lname.withUnsafeBufferPointer { n in
+                try make(dir, n.baseAddress!)
+                adoptOwnership(req, parent: dir, lowerName: n.baseAddress!)
+                reply(req, entry: try entry(parent: dir, lowerName: n.baseAddress!))
+            }
+        }
+    }
+
+    func mknod(_ req: fuse_req_t, _ parent: fuse_ino_t, _ name: UnsafePointer<CChar>, _ mode: mode_t, _ rdev: dev_t) {
+        makeEntry(req, parent, name) { dir, n in try dir.fd.mknodAt(n, mode: mode, device: rdev) }
+    }
+
+    func mkdir(_ req: fuse_req_t, _ parent: fuse_ino_t, _ name: UnsafePointer<CChar>, _ mode: mode_t) {
+        makeEntry(req, parent, name) { dir, n in try dir.fd.mkdirAt(n, mode: mode) }
+    }
+
+    func symlink(_ req: fuse_req_t, _ target: UnsafePointer<CChar>, _ parent: fuse_ino_t, _ name: UnsafePointer<CChar>) {
+        makeEntry(req, parent, name) { dir, n in
+            let bytes = Array(UnsafeBufferPointer(start: UnsafeRawPointer(target).assumingMemoryBound(to: UInt8.self), count: strlen(target)))
+            let encoded: [UInt8]
+            do { encoded = try codec.encodeLinkTarget(bytes) } catch { throw Errno.EINVAL }
+            if encoded.count >= Int(PATH_MAX) { throw Errno.ENAMETOOLONG }
+            let cTarget = encoded.map { CChar(bitPattern: $0) } + [0]
+            try dir.fd.symlinkAt(n, target: cTarget)
+        }
+    }
+
+    func readlink(_ req: fuse_req_t, _ ino: fuse_ino_t) {
+        serve(req) {
+            let lower = try inodes.inode(ino).fd.readLink()
+            let target: [UInt8]
+            do { target = try codec.decodeLinkTarget(lower) } catch {
+                log.error("cannot decode symlink target of \(inodes.inode(ino).lowerPathForLogs): \(error)")
+                throw Errno.EIO
+            }
+            let c = target.map { CChar(bitPattern: $0) } + [0]
+            fuse_reply_readlink(req, c)
+        }
+    }
+
+    func remove(_ req: fuse_req_t, _ parent: fuse_ino_t, _ name: UnsafePointer<CChar>, directory: Bool) {
+        serve(req) {
+            try inodes.inode(parent).fd.unlinkAt(try lowerName(name), directory: directory)
+            fuse_reply_err(req, 0)
+        }
+    }
+
+    func rename(_ req: fuse_req_t, _ parent: fuse_ino_t, _ name: UnsafePointer<CChar>,
+                _ newParent: fuse_ino_t, _ newName: UnsafePointer<CChar>, _ flags: UInt32) {
+        serve(req) {
+            try inodes.inode(parent).fd.renameAt(try lowerName(name), to: inodes.inode(newParent).fd, try lowerName(newName), flags: flags)
+            fuse_reply_err(req, 0)
+        }
+    }
+
+    func link(_ req: fuse_req_t, _ ino: fuse_ino_t, _ newParent: fuse_ino_t, _ newName: UnsafePointer<CChar>) {
+        serve(req) {
+            let dir = inodes.inode(newParent)
+            let lname = try lowerName(newName)
+            try inodes.inode(ino).fd.linkTo(dir.fd, lname)
+            reply(req, entry: try entry(parent: dir, lowerName: lname))
+        }
+    }
+}

@@ -1,0 +1,59 @@
+// Operations on extended attributes, passed to the lower file through its /proc path.
+import Glibc
+import CFuse
+
+extension Layer {
+    /// Symlinks have no race-free xattr path through an O_PATH descriptor: they show none
+    /// and take none (as ext4 refuses user.* attributes on symlinks).
+    private func xattrPath(_ ino: fuse_ino_t, symlinkError: Errno) throws -> String {
+        let inode = inodes.inode(ino)
+        if inode.isSymlink { throw symlinkError }
+        return inode.fd.procPath
+    }
+
+    func setxattr(_ req: fuse_req_t, _ ino: fuse_ino_t, _ name: UnsafePointer<CChar>, _ value: UnsafePointer<CChar>?,
+                  _ size: Int, _ flags: Int32) {
+        serve(req) {
+            let path = try xattrPath(ino, symlinkError: .EPERM)
+            _ = try sys { wrapfs_setxattr(path, name, value, size, flags) }
+            fuse_reply_err(req, 0)
+        }
+    }
+
+    func getxattr(_ req: fuse_req_t, _ ino: fuse_ino_t, _ name: UnsafePointer<CChar>, _ size: Int) {
+        serve(req) {
+            let path = try xattrPath(ino, symlinkError: .ENODATA)
+            if size == 0 {
+                fuse_reply_xattr(req, try sys { wrapfs_getxattr(path, name, nil, 0) })
+                return
+            }
+            let buf = UnsafeMutableRawPointer.allocate(byteCount: size, alignment: 8)
+            defer { buf.deallocate() }
+            let n = try sys { wrapfs_getxattr(path, name, buf, size) }
+            fuse_reply_buf(req, buf.assumingMemoryBound(to: CChar.self), n)
+        }
+    }
+
+    func listxattr(_ req: fuse_req_t, _ ino: fuse_ino_t, _ size: Int) {
+        serve(req) {
+            if inodes.inode(ino).isSymlink { fuse_reply_xattr(req, 0); return }
+            let path = try xattrPath(ino, symlinkError: .ENODATA)
+            if size == 0 {
+                fuse_reply_xattr(req, try sys { wrapfs_listxattr(path, nil, 0) })
+                return
+            }
+            let buf = UnsafeMutablePointer<CChar>.allocate(capacity: size)
+            defer { buf.deallocate() }
+            let n = try sys { wrapfs_listxattr(path, buf, size) }
+            fuse_reply_buf(req, buf, n)
+        }
+    }
+
+    func removexattr(_ req: fuse_req_t, _ ino: fuse_ino_t, _ name: UnsafePointer<CChar>) {
+        serve(req) {
+            let path = try xattrPath(ino, symlinkError: .ENODATA)
+            _ = try sys { wrapfs_removexattr(path, name) }
+            fuse_reply_err(req, 0)
+        }
+    }
+}

@@ -1,0 +1,471 @@
+// PageEngine: reads, writes, truncates and seeks file content one page at a time through a codec.
+import Glibc
+import CFuse
+import Logging
+
+/// The lower file a request works on: its open descriptor and the inode it belongs to.
+struct LowerFile {
+    let fd: FileDescriptor
+    let inode: Inode
+}
+
+/// Maps logical byte ranges to slots of the lower file and runs every page through the codec.
+///
+/// Callers hold the inode's content lock: shared for `read` and `seek`, exclusive for the rest.
+/// Sizes are derived from the lower file on every call (no size field to keep in step), so
+/// a lower file changed behind the layer's back is still read as it is.
+final class PageEngine {
+    let codec: Codec
+    let pageSize: Int64
+    let slotSize: Int64
+    let headerSize: Int64
+    private let pool = BufferPool()
+    private let log: Logger
+
+    init(codec: Codec, log: Logger) {
+        self.codec = codec
+        self.pageSize = Int64(codec.pageSize)
+        self.slotSize = Int64(codec.slotSize)
+        self.headerSize = Int64(codec.headerSize)
+        self.log = log
+    }
+
+    private var preserves: Bool { codec.preservesSize }
+    private func slotStart(_ page: Int64) -> Int64 { headerSize + page * slotSize }
+
+    // MARK: sizes
+
+    /// The lower file's size and the logical size it stands for.
+    func sizes(_ file: LowerFile) throws -> (lower: Int64, logical: Int64) {
+        let lower = Int64(try file.fd.stat().st_size)
+        return (lower, try logicalSize(file, lowerSize: lower))
+    }
+
+    /// The logical size of a lower file of `lowerSize` bytes.
+    func logicalSize(_ file: LowerFile, lowerSize: Int64) throws -> Int64 {
+        if preserves { return lowerSize }
+        if lowerSize <= headerSize { return 0 }
+        let slots = (lowerSize - headerSize + slotSize - 1) / slotSize
+        let lastStart = slotStart(slots - 1)
+        let lastLength = Int(lowerSize - lastStart)
+        let plain: Int
+        if let overhead = codec.fixedOverhead {
+            plain = lastLength - overhead
+        } else {
+            let header = try self.header(file, lowerSize: lowerSize, create: false)
+            plain = try pool.with(lastLength) { slot in
+                guard try file.fd.read(into: slot, at: lastStart) == lastLength else { throw Errno.EIO }
+                return try header.withUnsafeBytes { h in
+                    try codec.plainLength(ofLastSlot: UnsafeRawBufferPointer(slot), context: PageContext(index: UInt64(slots - 1), header: h))
+                }
+            }
+        }
+        guard plain > 0, plain <= pageSize else {
+            reportCorrupt(file, page: slots - 1, reason: "last slot holds \(lastLength) bytes, not a valid page")
+            throw Errno.EIO
+        }
+        return (slots - 1) * pageSize + Int64(plain)
+    }
+
+    /// The lower size that holds `logical` bytes whose last page encodes to `lastEncoded` bytes.
+    private func lowerEnd(lastPage: Int64, encoded: Int) -> Int64 { slotStart(lastPage) + Int64(encoded) }
+
+    // MARK: header
+
+    /// The file's header: cached, read from the file, or (with `create`, for an empty file) made.
+    func header(_ file: LowerFile, lowerSize: Int64, create: Bool) throws -> [UInt8] {
+        if headerSize == 0 { return [] }
+        if let h = file.inode.header { return h }
+        if lowerSize == 0 {
+            guard create else { return [] }
+            var h = [UInt8](repeating: 0, count: Int(headerSize))
+            try h.withUnsafeMutableBytes { try codec.makeHeader($0) }
+            try h.withUnsafeBytes { try file.fd.write($0, at: 0) }
+            file.inode.header = h
+            return h
+        }
+        var h = [UInt8](repeating: 0, count: Int(headerSize))
+        let n = try h.withUnsafeMutableBytes { try file.fd.read(into: $0, at: 0) }
+        guard n == h.count else {
+            reportCorrupt(file, page: nil, reason: "file header is \(n) bytes, expected \(h.count)")
+            throw Errno.EIO
+        }
+        do {
+            try h.withUnsafeBytes { try codec.checkHeader($0) }
+        } catch {
+            reportCorrupt(file, page: nil, reason: "bad file header: \(error)")
+            throw Errno.EIO
+        }
+        file.inode.header = h
+        return h
+    }
+
+    // MARK: read
+
+    /// Reads up to `count` logical bytes at `offset` and hands them to `reply` (valid only during the call).
+    func read(_ file: LowerFile, offset: Int64, count: Int, reply: (UnsafeRawBufferPointer) -> Void) throws {
+        let (lowerSize, size) = try sizes(file)
+        guard offset < size, count > 0 else { return reply(UnsafeRawBufferPointer(start: nil, count: 0)) }
+        let end = min(offset + Int64(count), size)
+        let first = offset / pageSize, last = (end - 1) / pageSize
+        let pages = Int(last - first + 1)
+        let header = try self.header(file, lowerSize: lowerSize, create: false)
+        let base = first * pageSize
+        if preserves {
+            // Slots are pages: read straight into the reply buffer and decode in place.
+            try pool.with(pages * Int(pageSize)) { buf in
+                let n = try file.fd.read(into: UnsafeMutableRawBufferPointer(rebasing: buf[0..<Int(min(end, lowerSize) - base).roundedUp(to: Int(pageSize)).clamped(buf.count)]), at: base)
+                try header.withUnsafeBytes { h in
+                    var at = 0, page = first
+                    while at < n {
+                        let page1 = UnsafeMutableRawBufferPointer(rebasing: buf[at..<min(at + Int(pageSize), n)])
+                        if codec.encodesZerosAsZeros || !page1.isAllZero {
+                            _ = try decodePage(file, UnsafeRawBufferPointer(page1), into: page1, index: page, expect: page1.count, header: h)
+                        }
+                        at += Int(pageSize)
+                        page += 1
+                    }
+                }
+                let lo = Int(offset - base), hi = min(Int(end - base), n)
+                reply(UnsafeRawBufferPointer(rebasing: buf[lo..<max(lo, hi)]))
+            }
+            return
+        }
+        let lastOfFile = (size - 1) / pageSize
+        try pool.with(pages * Int(slotSize)) { slots in
+            try pool.with(pages * Int(pageSize)) { plain in
+                let lowerFrom = slotStart(first)
+                let n = try file.fd.read(into: UnsafeMutableRawBufferPointer(rebasing: slots[0..<Int(min(lowerSize, slotStart(last + 1)) - lowerFrom)]), at: lowerFrom)
+                try header.withUnsafeBytes { h in
+                    for k in 0..<pages {
+                        let page = first + Int64(k)
+                        let expect = Int(page == lastOfFile ? size - page * pageSize : pageSize)
+                        let s = k * Int(slotSize)
+                        let slot = UnsafeRawBufferPointer(rebasing: slots[min(s, n)..<min(s + Int(slotSize), n)])
+                        let out = UnsafeMutableRawBufferPointer(rebasing: plain[k * Int(pageSize)..<(k + 1) * Int(pageSize)])
+                        if slot.isEmpty || slot.isAllZero {
+                            // A hole: pages never written read as zeros.
+                            out.initializeMemory(as: UInt8.self, repeating: 0)
+                            continue
+                        }
+                        _ = try decodePage(file, slot, into: out, index: page, expect: expect, header: h)
+                    }
+                }
+                reply(UnsafeRawBufferPointer(rebasing: plain[Int(offset - base)..<Int(end - base)]))
+            }
+        }
+    }
+
+    private func decodePage(_ file: LowerFile, _ slot: UnsafeRawBufferPointer, into page: UnsafeMutableRawBufferPointer,
+                            index: Int64, expect: Int, header: UnsafeRawBufferPointer) throws -> Int {
+        let n: Int
+        do {
+            n = try codec.decode(slot, into: page, context: PageContext(index: UInt64(index), header: header))
+        } catch {
+            reportCorrupt(file, page: index, reason: "\(error)")
+            throw Errno.EIO
+        }
+        guard n == expect else {
+            reportCorrupt(file, page: index, reason: "decoded \(n) bytes, expected \(expect)")
+            throw Errno.EIO
+        }
+        return n
+    }
+
+    private func reportCorrupt(_ file: LowerFile, page: Int64?, reason: String) {
+        let whereText = page.map { "page \($0)" } ?? "header"
+        log.error("decode failed: \(file.inode.lowerPathForLogs), \(whereText): \(reason)")
+    }
+
+    // MARK: write
+
+    /// Writes `data` at logical `offset`, growing the file as needed.
+    func write(_ file: LowerFile, offset: Int64, data: UnsafeRawBufferPointer) throws {
+        guard !data.isEmpty else { return }
+        var (lowerSize, size) = try sizes(file)
+        let header = try self.header(file, lowerSize: lowerSize, create: true)
+        if lowerSize == 0 { lowerSize = headerSize }
+        let end = offset + Int64(data.count)
+        let newSize = max(size, end)
+        let first = offset / pageSize, last = (end - 1) / pageSize
+        // The old last page becomes a middle page: it must be stored as a full page.
+        if size % pageSize != 0 && (size - 1) / pageSize < first {
+            try rewritePage(file, header: header, index: (size - 1) / pageSize, size: size, lowerSize: lowerSize, newLength: Int(pageSize))
+        }
+        let pages = Int(last - first + 1)
+        try pool.with(pages * Int(pageSize)) { plain in
+            // Only the first and last pages can be partly covered: load their old content.
+            func loadIfPartial(_ page: Int64) throws {
+                let pStart = page * pageSize
+                let length = min(pageSize, newSize - pStart)
+                if offset > pStart || end < pStart + length {
+                    let k = Int(page - first) * Int(pageSize)
+                    try loadPage(file, header: header, index: page, size: size, lowerSize: lowerSize,
+                                 into: UnsafeMutableRawBufferPointer(rebasing: plain[k..<k + Int(pageSize)]))
+                }
+            }
+            try loadIfPartial(first)
+            if last != first { try loadIfPartial(last) }
+            UnsafeMutableRawBufferPointer(rebasing: plain[Int(offset - first * pageSize)...]).copyMemory(from: data)
+            try storePages(file, header: header, first: first, plain: plain, newSize: newSize, lowerSize: lowerSize)
+        }
+    }
+
+    /// Reads and decodes page `index` into `page` (pageSize bytes), zero-filling past its old end.
+    private func loadPage(_ file: LowerFile, header: [UInt8], index: Int64, size: Int64, lowerSize: Int64,
+                          into page: UnsafeMutableRawBufferPointer) throws {
+        page.initializeMemory(as: UInt8.self, repeating: 0)
+        let pStart = index * pageSize
+        guard pStart < size else { return }
+        let oldLength = Int(min(pageSize, size - pStart))
+        try header.withUnsafeBytes { h in
+            if preserves {
+                let slot = UnsafeMutableRawBufferPointer(rebasing: page[0..<oldLength])
+                let n = try file.fd.read(into: slot, at: pStart)
+                guard n == oldLength else { throw Errno.EIO }
+                if codec.encodesZerosAsZeros || !slot.isAllZero {
+                    _ = try decodePage(file, UnsafeRawBufferPointer(slot), into: slot, index: index, expect: oldLength, header: h)
+                }
+                return
+            }
+            let from = slotStart(index)
+            let length = Int(min(slotSize, lowerSize - from))
+            try pool.with(Int(slotSize)) { slotBuffer in
+                let n = try file.fd.read(into: UnsafeMutableRawBufferPointer(rebasing: slotBuffer[0..<max(length, 0)]), at: from)
+                let slot = UnsafeRawBufferPointer(rebasing: slotBuffer[0..<n])
+                if slot.isEmpty || slot.isAllZero { return }  // a hole
+                _ = try decodePage(file, slot, into: page, index: index, expect: oldLength, header: h)
+            }
+        }
+    }
+
+    /// Encodes the pages in `plain` (starting at page `first`, covering up to `newSize`) and
+    /// writes their slots; sets the lower length when the file's last page is among them.
+    private func storePages(_ file: LowerFile, header: [UInt8], first: Int64, plain: UnsafeMutableRawBufferPointer,
+                            newSize: Int64, lowerSize: Int64) throws {
+        let lastOfFile = (newSize - 1) / pageSize
+        let count = Int(min(Int64(plain.count), newSize - first * pageSize))
+        let pages = (count + Int(pageSize) - 1) / Int(pageSize)
+        try header.withUnsafeBytes { h in
+            if preserves {
+                for k in 0..<pages {
+                    let page = UnsafeMutableRawBufferPointer(rebasing: plain[k * Int(pageSize)..<min((k + 1) * Int(pageSize), count)])
+                    _ = try encodePage(UnsafeRawBufferPointer(page), into: page, index: first + Int64(k), header: h)
+                }
+                try file.fd.write(UnsafeRawBufferPointer(rebasing: plain[0..<count]), at: first * pageSize)
+                return
+            }
+            try pool.with(pages * Int(slotSize)) { slots in
+                var runStart = 0, runBytes = 0
+                var lastEncoded = 0
+                for k in 0..<pages {
+                    let index = first + Int64(k)
+                    let page = UnsafeRawBufferPointer(rebasing: plain[k * Int(pageSize)..<min((k + 1) * Int(pageSize), count)])
+                    let slot = UnsafeMutableRawBufferPointer(rebasing: slots[k * Int(slotSize)..<(k + 1) * Int(slotSize)])
+                    let e = try encodePage(page, into: slot, index: index, header: h)
+                    lastEncoded = e
+                    runBytes += e
+                    // A run of slots goes out in one pwrite while each slot fills its place.
+                    let runEnds = k == pages - 1 || e < Int(slotSize)
+                    if runEnds {
+                        try file.fd.write(UnsafeRawBufferPointer(rebasing: slots[runStart * Int(slotSize)..<runStart * Int(slotSize) + runBytes]),
+                                          at: slotStart(first + Int64(runStart)))
+                        if e < Int(slotSize) && index != lastOfFile {
+                            // The slot shrank: its tail becomes a hole, so the saving shows on disk.
+                            try? file.fd.allocate(mode: FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                                                  offset: slotStart(index) + Int64(e), length: slotSize - Int64(e))
+                        }
+                        runStart = k + 1
+                        runBytes = 0
+                    }
+                }
+                let lastIndex = first + Int64(pages - 1)
+                if lastIndex == lastOfFile {
+                    let end = lowerEnd(lastPage: lastIndex, encoded: lastEncoded)
+                    if lowerSize > end { try file.fd.truncate(to: end) }
+                }
+            }
+        }
+    }
+
+    private func encodePage(_ page: UnsafeRawBufferPointer, into slot: UnsafeMutableRawBufferPointer, index: Int64,
+                            header: UnsafeRawBufferPointer) throws -> Int {
+        let e: Int
+        do {
+            e = try codec.encode(page, into: slot, context: PageContext(index: UInt64(index), header: header))
+        } catch {
+            log.error("encode failed: page \(index): \(error)")
+            throw Errno.EIO
+        }
+        guard e > 0 || page.isEmpty, e <= slot.count, !preserves || e == page.count else {
+            log.error("codec \(codec.name) returned \(e) bytes for a page of \(page.count) (slot \(slot.count))")
+            throw Errno.EIO
+        }
+        return e
+    }
+
+    /// Re-stores page `index` with `newLength` plain bytes (cut or zero-padded).
+    private func rewritePage(_ file: LowerFile, header: [UInt8], index: Int64, size: Int64, lowerSize: Int64, newLength: Int) throws {
+        try pool.with(Int(pageSize)) { page in
+            try loadPage(file, header: header, index: index, size: size, lowerSize: lowerSize, into: page)
+            try storePages(file, header: header, first: index,
+                           plain: UnsafeMutableRawBufferPointer(rebasing: page[0..<newLength]),
+                           newSize: index * pageSize + Int64(newLength), lowerSize: lowerSize)
+        }
+    }
+
+    // MARK: truncate
+
+    /// Sets the logical size to `newSize`. Growing leaves holes and writes at most one page.
+    func truncate(_ file: LowerFile, to newSize: Int64) throws {
+        let (lowerSize, size) = try sizes(file)
+        if newSize == size {
+            try file.fd.truncate(to: lowerSize)  // the lower file updates its times as a truncate does
+            return
+        }
+        if newSize == 0 {
+            try file.fd.truncate(to: 0)
+            file.inode.header = nil  // a new header, with a new file ID, on the next write
+            return
+        }
+        let header = try self.header(file, lowerSize: lowerSize, create: true)
+        let lowerBase = max(lowerSize, headerSize)
+        if newSize < size {
+            let keep = newSize % pageSize
+            if keep == 0 {
+                let lastPage = newSize / pageSize - 1
+                try file.fd.truncate(to: preserves ? newSize : slotStart(lastPage + 1))
+                if !preserves {
+                    // The kept last page must hold a record: a hole there is rewritten as zeros.
+                    try rewritePage(file, header: header, index: lastPage, size: newSize, lowerSize: slotStart(lastPage + 1), newLength: Int(pageSize))
+                }
+            } else {
+                let page = newSize / pageSize
+                try rewritePage(file, header: header, index: page, size: size, lowerSize: lowerBase, newLength: Int(keep))
+                if preserves { try file.fd.truncate(to: newSize) }
+            }
+            return
+        }
+        // Growing: the old last page is padded, the new last page (if another) stored as zeros.
+        let oldLast = (size - 1) / pageSize, newLast = (newSize - 1) / pageSize
+        if size > 0 && size % pageSize != 0 {
+            let length = oldLast == newLast ? newSize - oldLast * pageSize : pageSize
+            try rewritePage(file, header: header, index: oldLast, size: size, lowerSize: lowerBase, newLength: Int(length))
+            if oldLast == newLast { return }
+        }
+        if preserves {
+            try file.fd.truncate(to: newSize)
+        } else {
+            try pool.with(Int(pageSize)) { page in
+                page.initializeMemory(as: UInt8.self, repeating: 0)
+                try storePages(file, header: header, first: newLast,
+                               plain: UnsafeMutableRawBufferPointer(rebasing: page[0..<Int(newSize - newLast * pageSize)]),
+                               newSize: newSize, lowerSize: lowerBase)
+            }
+        }
+    }
+
+    // MARK: holes and allocation
+
+    /// Makes logical bytes `offset ..< offset+length` read as zeros without changing the size
+    /// (fallocate PUNCH_HOLE / ZERO_RANGE): whole pages become lower holes, edges are rewritten.
+    func zeroRange(_ file: LowerFile, offset: Int64, length: Int64) throws {
+        let (lowerSize, size) = try sizes(file)
+        let end = min(offset + length, size)
+        guard offset < end else { return }
+        var holeFrom = (offset + pageSize - 1) / pageSize
+        var holeTo = end / pageSize  // exclusive
+        if end == size && size % pageSize != 0 && preserves { holeTo += 1 }  // a partial last page can be a hole too
+        if !preserves && holeTo > (size - 1) / pageSize { holeTo = (size - 1) / pageSize }  // the last page keeps its record
+        if holeFrom < holeTo {
+            do {
+                try file.fd.allocate(mode: FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset: slotStart(holeFrom),
+                                     length: min(slotStart(holeTo), lowerSize) - slotStart(holeFrom))
+            } catch let e as Errno where e == .EOPNOTSUPP {
+                holeFrom = holeTo  // the lower file system cannot punch: write zeros instead
+            }
+        } else {
+            holeFrom = holeTo
+        }
+        try writeZeros(file, from: offset, to: min(end, holeFrom * pageSize))
+        try writeZeros(file, from: max(offset, holeTo * pageSize), to: end)
+    }
+
+    private func writeZeros(_ file: LowerFile, from: Int64, to: Int64) throws {
+        var at = from
+        while at < to {
+            let n = Int(min(to - at, 1 << 20))
+            try pool.with(n) { zeros in
+                zeros.initializeMemory(as: UInt8.self, repeating: 0)
+                try write(file, offset: at, data: UnsafeRawBufferPointer(zeros))
+            }
+            at += Int64(n)
+        }
+    }
+
+    /// Reserves lower space for logical bytes `offset ..< offset+length` (fallocate mode 0 or KEEP_SIZE).
+    func allocate(_ file: LowerFile, offset: Int64, length: Int64, keepSize: Bool) throws {
+        let (_, size) = try sizes(file)
+        if !keepSize && offset + length > size { try truncate(file, to: offset + length) }
+        let first = offset / pageSize, last = (offset + length - 1) / pageSize
+        try file.fd.allocate(mode: FALLOC_FL_KEEP_SIZE, offset: slotStart(first), length: slotStart(last + 1) - slotStart(first))
+    }
+
+    // MARK: seek
+
+    /// lseek with SEEK_DATA or SEEK_HOLE, in logical offsets, at page granularity.
+    func seek(_ file: LowerFile, offset: Int64, whence: Int32) throws -> Int64 {
+        let (lowerSize, size) = try sizes(file)
+        guard offset >= 0 else { throw Errno.EINVAL }
+        guard offset < size else { throw Errno.ENXIO }
+        if preserves {
+            let r = try file.fd.seek(offset, whence: whence)
+            return min(max(r, offset), size)
+        }
+        var page = offset / pageSize
+        if whence == SEEK_DATA {
+            let r: Int64
+            do { r = try file.fd.seek(slotStart(page), whence: SEEK_DATA) } catch let e as Errno where e == .ENXIO { throw Errno.ENXIO }
+            let p = max((r - headerSize) / slotSize, page)
+            let result = max(offset, p * pageSize)
+            if result >= size { throw Errno.ENXIO }
+            return result
+        }
+        // SEEK_HOLE: the first page whose whole slot is a lower hole, or the end of file.
+        while true {
+            let r = try file.fd.seek(slotStart(page), whence: SEEK_HOLE)
+            if r >= lowerSize { return size }
+            let candidate = max(page, (r - headerSize + slotSize - 1) / slotSize)
+            let next: Int64
+            do { next = try file.fd.seek(slotStart(candidate), whence: SEEK_DATA) } catch let e as Errno where e == .ENXIO { next = lowerSize }
+            if next >= slotStart(candidate + 1) || next >= lowerSize {
+                return min(max(offset, candidate * pageSize), size)
+            }
+            page = (next - headerSize) / slotSize
+        }
+    }
+}
+
+extension UnsafeRawBufferPointer {
+    /// True when every byte is zero (a hole, or a page of zeros).
+    var isAllZero: Bool {
+        guard let base = baseAddress else { return true }
+        var i = 0
+        let words = count / 8
+        let w = UnsafeRawPointer(base)
+        while i < words {
+            if w.loadUnaligned(fromByteOffset: i * 8, as: UInt64.self) != 0 { return false }
+            i += 1
+        }
+        for j in (words * 8)..<count where base.load(fromByteOffset: j, as: UInt8.self) != 0 { return false }
+        return true
+    }
+}
+
+extension UnsafeMutableRawBufferPointer {
+    var isAllZero: Bool { UnsafeRawBufferPointer(self).isAllZero }
+}
+
+extension Int {
+    func clamped(_ limit: Int) -> Int { Swift.min(self, limit) }
+}

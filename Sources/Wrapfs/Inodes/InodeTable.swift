@@ -1,0 +1,61 @@
+// InodeTable: lower files the kernel knows, keyed by (st_dev, st_ino), with lookup counts.
+import Glibc
+import CFuse
+
+/// Maps kernel node IDs to inodes. A node ID is the address of its `Inode` (as in libfuse's
+/// passthrough_hp), so resolving one takes no lock; the table's lock guards only the
+/// (dev, ino) index and the lookup counts that `forget` lowers.
+final class InodeTable {
+    let root: Inode
+    private var byKey: [InodeKey: Inode] = [:]
+    private let lock = Mutex()
+
+    init(root: Inode) {
+        self.root = root
+        root.lookups = 1  // never forgotten
+    }
+
+    func inode(_ id: fuse_ino_t) -> Inode {
+        if id == FUSE_ROOT_ID { return root }
+        return Unmanaged<Inode>.fromOpaque(UnsafeRawPointer(bitPattern: UInt(id))!).takeUnretainedValue()
+    }
+
+    func id(of inode: Inode) -> fuse_ino_t {
+        if inode === root { return fuse_ino_t(FUSE_ROOT_ID) }
+        return fuse_ino_t(UInt(bitPattern: Unmanaged.passUnretained(inode).toOpaque()))
+    }
+
+    /// Records one kernel lookup of the file open as `fd` (O_PATH) with status `st`; returns its
+    /// inode. If the file is known already, `fd` is closed and the known inode is returned.
+    func remember(fd: FileDescriptor, stat st: stat) -> Inode {
+        let key = InodeKey(st)
+        if key == root.key {
+            fd.close()
+            return lock.locked { root.lookups += 1; return root }
+        }
+        let (inode, fresh) = lock.locked { () -> (Inode, Bool) in
+            if let known = byKey[key] {
+                known.lookups += 1
+                return (known, false)
+            }
+            let inode = Inode(fd: fd, stat: st)
+            inode.lookups = 1
+            byKey[key] = inode
+            return (inode, true)
+        }
+        if !fresh { fd.close() }
+        return inode
+    }
+
+    /// Lowers the lookup count by `count`; the inode (and its descriptor) goes at zero.
+    func forget(_ id: fuse_ino_t, count: UInt64) {
+        let inode = self.inode(id)
+        if inode === root { return }
+        lock.locked {
+            inode.lookups -= min(count, inode.lookups)
+            if inode.lookups == 0, byKey[inode.key] === inode { byKey[inode.key] = nil }
+        }
+    }
+
+    var count: Int { lock.locked { byKey.count } }
+}

@@ -1,0 +1,124 @@
+// FileDescriptor: a thin typed wrapper over the descriptor syscalls the layer uses.
+import Glibc
+import CFuse
+
+/// A lower-file-system descriptor. Every method is one syscall (retried on EINTR) that throws `Errno`.
+public struct FileDescriptor: Hashable, Sendable {
+    public let rawValue: Int32
+    public init(rawValue: Int32) { self.rawValue = rawValue }
+
+    public static let cwd = FileDescriptor(rawValue: AT_FDCWD)
+
+    /// The /proc path that reopens this descriptor (O_PATH descriptors cannot be read or written).
+    public var procPath: String { "/proc/self/fd/\(rawValue)" }
+
+    // MARK: opening
+
+    public static func open(_ path: String, _ flags: Int32, mode: mode_t = 0) throws -> FileDescriptor {
+        FileDescriptor(rawValue: try sys { wrapfs_open(path, flags | O_CLOEXEC, mode) })
+    }
+
+    public func openAt(_ name: UnsafePointer<CChar>, _ flags: Int32, mode: mode_t = 0) throws -> FileDescriptor {
+        FileDescriptor(rawValue: try sys { wrapfs_openat(rawValue, name, flags | O_CLOEXEC, mode) })
+    }
+
+    /// Opens the file this (O_PATH) descriptor names, with real access flags.
+    public func reopen(_ flags: Int32) throws -> FileDescriptor {
+        try FileDescriptor.open(procPath, flags & ~(O_CREAT | O_EXCL | O_NOFOLLOW))
+    }
+
+    public func close() { _ = Glibc.close(rawValue) }
+
+    // MARK: content
+
+    /// Reads until `buffer` is full or end of file; returns the bytes read.
+    public func read(into buffer: UnsafeMutableRawBufferPointer, at offset: Int64) throws -> Int {
+        var done = 0
+        while done < buffer.count {
+            let n = try sys { pread(rawValue, buffer.baseAddress! + done, buffer.count - done, off_t(offset) + off_t(done)) }
+            if n == 0 { break }
+            done += n
+        }
+        return done
+    }
+
+    /// Writes all of `buffer` at `offset`.
+    public func write(_ buffer: UnsafeRawBufferPointer, at offset: Int64) throws {
+        var done = 0
+        while done < buffer.count {
+            let n = try sys { pwrite(rawValue, buffer.baseAddress! + done, buffer.count - done, off_t(offset) + off_t(done)) }
+            done += n
+        }
+    }
+
+    public func truncate(to size: Int64) throws { _ = try sys { ftruncate(rawValue, off_t(size)) } }
+    public func sync(dataOnly: Bool) throws { _ = try sys { dataOnly ? fdatasync(rawValue) : fsync(rawValue) } }
+    public func allocate(mode: Int32, offset: Int64, length: Int64) throws {
+        _ = try sys { wrapfs_fallocate(rawValue, mode, off_t(offset), off_t(length)) }
+    }
+    public func seek(_ offset: Int64, whence: Int32) throws -> Int64 {
+        Int64(try sys { lseek(rawValue, off_t(offset), whence) })
+    }
+
+    // MARK: metadata
+
+    public func stat() throws -> stat {
+        var st = Glibc.stat()
+        _ = try sys { fstatat(rawValue, "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) }
+        return st
+    }
+
+    public func statAt(_ name: UnsafePointer<CChar>) throws -> stat {
+        var st = Glibc.stat()
+        _ = try sys { fstatat(rawValue, name, &st, AT_SYMLINK_NOFOLLOW) }
+        return st
+    }
+
+    public func statfs() throws -> statvfs {
+        var sv = statvfs()
+        _ = try sys { fstatvfs(rawValue, &sv) }
+        return sv
+    }
+
+    public func chmod(_ mode: mode_t) throws { _ = try sys { fchmod(rawValue, mode) } }
+    public func chown(uid: uid_t, gid: gid_t) throws {
+        _ = try sys { fchownat(rawValue, "", uid, gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) }
+    }
+    public func setTimes(_ times: [timespec]) throws {
+        _ = try times.withUnsafeBufferPointer { t in try sys { futimens(rawValue, t.baseAddress) } }
+    }
+
+    // MARK: directory entries
+
+    public func mkdirAt(_ name: UnsafePointer<CChar>, mode: mode_t) throws { _ = try sys { mkdirat(rawValue, name, mode) } }
+    public func mknodAt(_ name: UnsafePointer<CChar>, mode: mode_t, device: dev_t) throws {
+        _ = try sys { mknodat(rawValue, name, mode, device) }
+    }
+    public func symlinkAt(_ name: UnsafePointer<CChar>, target: UnsafePointer<CChar>) throws {
+        _ = try sys { symlinkat(target, rawValue, name) }
+    }
+    public func unlinkAt(_ name: UnsafePointer<CChar>, directory: Bool) throws {
+        _ = try sys { unlinkat(rawValue, name, directory ? AT_REMOVEDIR : 0) }
+    }
+    public func renameAt(_ name: UnsafePointer<CChar>, to newDir: FileDescriptor, _ newName: UnsafePointer<CChar>, flags: UInt32) throws {
+        _ = try sys { wrapfs_renameat2(rawValue, name, newDir.rawValue, newName, flags) }
+    }
+    /// Makes a new name for the file this O_PATH descriptor holds.
+    public func linkTo(_ newDir: FileDescriptor, _ newName: UnsafePointer<CChar>) throws {
+        _ = try sys { linkat(AT_FDCWD, procPath, newDir.rawValue, newName, AT_SYMLINK_FOLLOW) }
+    }
+    /// The target of the symlink this O_PATH descriptor holds, as raw bytes.
+    public func readLink() throws -> [UInt8] {
+        var buf = [UInt8](repeating: 0, count: Int(PATH_MAX) + 1)
+        let n = try buf.withUnsafeMutableBufferPointer { b in
+            try sys { readlinkat(rawValue, "", UnsafeMutableRawPointer(b.baseAddress!).assumingMemoryBound(to: CChar.self), b.count) }
+        }
+        if n >= buf.count { throw Errno.ENAMETOOLONG }
+        return Array(buf[0..<n])
+    }
+}
+
+// GNU open/at flags, from the C shim.
+let O_PATH = wrapfs_O_PATH
+let O_DIRECT = wrapfs_O_DIRECT
+let AT_EMPTY_PATH = wrapfs_AT_EMPTY_PATH

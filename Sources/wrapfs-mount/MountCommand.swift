@@ -1,0 +1,157 @@
+// `wrapfs-mount LOWER MOUNTPOINT`: checks everything it can, then mounts and serves the layer.
+import ArgumentParser
+import Foundation
+import Glibc
+import Logging
+import Wrapfs
+import Codecs
+
+struct MountCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "mount",
+        abstract: "Mount a layer over LOWER at MOUNTPOINT.",
+        discussion: """
+        Every page of file content passes through the codec. The daemon detaches once mounted \
+        unless -f is given. Unmount with `wrapfs-mount unmount MOUNTPOINT` or `fusermount3 -u MOUNTPOINT`.
+        Exit codes: 0 ok, 1 other error, 64 bad option, 65 unknown codec, 66 LOWER missing or not \
+        a directory, 67 MOUNTPOINT missing or not a directory, 68 MOUNTPOINT already mounted, \
+        69 /dev/fuse unavailable, 70 mount failed.
+        """)
+
+    @Argument(help: "The lower directory whose tree the layer shows.") var lower: String
+    @Argument(help: "Where to mount the layer.") var mountpoint: String
+    @Option(help: "Codec, or a comma-separated chain of codecs.") var codec = "identity"
+    @Option(name: .customLong("codec-option"), help: "A codec option, key=value (repeatable).") var codecOptions: [String] = []
+    @Option(name: .customShort("o"), help: "FUSE mount options, comma-separated (allow_other, default_permissions, ro, ...).")
+    var fuseOptions: [String] = []
+    @Flag(name: [.customShort("f"), .long], help: "Stay in the foreground.") var foreground = false
+    @Option(help: "Worker threads (default: libfuse's).") var threads: Int?
+    @Flag(help: "Serve requests on one thread.") var singleThreaded = false
+    @Flag(help: "Bypass the page cache (no mmap).") var directIo = false
+    @Flag(help: "Keep cached pages across opens.") var keepCache = false
+    @Flag(help: "Let the kernel gather writes (FUSE writeback cache).") var writebackCache = false
+    @Option(help: "Seconds the kernel caches attributes.") var attrTimeout: Double = 1
+    @Option(help: "Seconds the kernel caches names.") var entryTimeout: Double = 1
+    @Option(help: "Seconds the kernel caches missing names.") var negativeTimeout: Double = 1
+    @Option(help: "Largest write request in bytes (4096...1048576).") var maxWrite = 1 << 20
+    @Flag(name: [.customShort("v"), .long], help: "Log debug lines.") var verbose = false
+
+    func validate() throws {
+        if let threads, threads < 1 || threads > 1024 { throw ValidationError("--threads must be between 1 and 1024") }
+        if maxWrite < 4096 || maxWrite > 1 << 20 { throw ValidationError("--max-write must be between 4096 and 1048576") }
+        if attrTimeout < 0 || entryTimeout < 0 || negativeTimeout < 0 { throw ValidationError("timeouts cannot be negative") }
+        for o in codecOptions where !o.contains("=") { throw ValidationError("--codec-option takes key=value, got '\(o)'") }
+    }
+
+    func run() throws {
+        do {
+            try mount()
+        } catch let f as Failure {
+            FileHandle.standardError.write("wrapfs-mount: \(f.message)\n".data(using: .utf8)!)
+            throw f.code
+        }
+    }
+
+    private func mount() throws {
+        BuiltinCodecs.register()
+        let codec = try makeCodec()
+        let lowerPath = try checkDirectory(lower, what: "lower directory", code: Exit.badLower)
+        let mountPath = try checkDirectory(mountpoint, what: "mount point", code: Exit.badMountpoint)
+        if MountTable.isMountPoint(mountPath) {
+            throw Failure("mount point \(mountPath) is already mounted (unmount it first: wrapfs-mount unmount \(mountPath))", Exit.alreadyMounted)
+        }
+        let fuseDevice = open("/dev/fuse", O_RDWR | O_CLOEXEC)
+        if fuseDevice < 0 {
+            throw Failure("/dev/fuse is unavailable (\(String(cString: strerror(errno)))): load the fuse module and install fuse3", Exit.noFuseDevice)
+        }
+        close(fuseDevice)
+        var fuse = fuseOptions.flatMap { $0.split(separator: ",").map(String.init) }.filter { !$0.isEmpty }
+        // Other users reach the mount only under the kernel's permission checks.
+        if fuse.contains("allow_other") && !fuse.contains("default_permissions") { fuse.append("default_permissions") }
+
+        Logs.bootstrap(detached: !foreground, verbose: verbose)
+        let log = Logger(label: "wrapfs")
+        var options = LayerOptions()
+        options.threads = threads ?? 0
+        options.singleThreaded = singleThreaded
+        options.directIO = directIo
+        options.keepCache = keepCache
+        options.writebackCache = writebackCache
+        options.attributeTimeout = attrTimeout
+        options.entryTimeout = entryTimeout
+        options.negativeTimeout = negativeTimeout
+        options.maxWrite = maxWrite
+        umask(0)  // modes come from the kernel with the caller's umask applied
+        let layer: Layer
+        do {
+            layer = try Layer(lower: lowerPath, codec: codec, options: options, log: log)
+        } catch {
+            throw Failure("cannot open lower directory \(lowerPath): \(error)", Exit.badLower)
+        }
+        do {
+            try layer.run(mountpoint: mountPath, fuseOptions: fuse, foreground: foreground) {
+                if foreground { log.info("mounted \(lowerPath) on \(mountPath) with codec \(codec.name)") }
+            }
+        } catch MountError.badOption(let o) {
+            throw Failure("bad FUSE option in '-o \(o)' (see mount.fuse3(8))", Exit.badOption)
+        } catch let e as MountError {
+            throw Failure("\(e)", Exit.mountFailed)
+        }
+    }
+
+    private func makeCodec() throws -> Codec {
+        var values: [String: String] = [:]
+        for o in codecOptions {
+            let kv = o.split(separator: "=", maxSplits: 1).map(String.init)
+            values[kv[0]] = kv.count > 1 ? kv[1] : ""
+        }
+        let names = codec.split(separator: ",").map(String.init)
+        guard names.count == 1 else { throw Failure("codec chains are not available yet: use one codec", Exit.unknownCodec) }
+        do {
+            return try CodecRegistry.shared.make(names[0], options: CodecOptions(values))
+        } catch let e as UnknownCodec {
+            throw Failure("\(e)", Exit.unknownCodec)
+        } catch {
+            throw Failure("codec \(names[0]): \(error)", Exit.badOption)
+        }
+    }
+
+    private func checkDirectory(_ path: String, what: String, code: ExitCode) throws -> String {
+        var st = stat()
+        guard stat(path, &st) == 0 else {
+            throw Failure("\(what) \(path): \(String(cString: strerror(errno)))", code)
+        }
+        guard st.st_mode & S_IFMT == S_IFDIR else { throw Failure("\(what) \(path) is not a directory", code) }
+        guard let real = realpath(path, nil) else { throw Failure("\(what) \(path): \(String(cString: strerror(errno)))", code) }
+        defer { free(real) }
+        return String(cString: real)
+    }
+}
+
+/// The mounts of this system, from /proc/self/mountinfo.
+enum MountTable {
+    static func mountPoints() -> [String] {
+        guard let text = try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8) else { return [] }
+        return text.split(separator: "\n").compactMap { line in
+            let fields = line.split(separator: " ")
+            return fields.count > 4 ? unescape(String(fields[4])) : nil
+        }
+    }
+
+    static func isMountPoint(_ path: String) -> Bool { mountPoints().contains(path) }
+
+    /// mountinfo escapes space, tab, newline and backslash as octal.
+    static func unescape(_ s: String) -> String {
+        var out = [UInt8](), bytes = Array(s.utf8), i = 0
+        while i < bytes.count {
+            if bytes[i] == UInt8(ascii: "\\"), i + 3 < bytes.count, let v = UInt8(String(decoding: bytes[i + 1...i + 3], as: UTF8.self), radix: 8) {
+                out.append(v)
+                i += 4
+            } else {
+                out.append(bytes[i])
+                i += 1
+            }
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+}

@@ -1,0 +1,39 @@
+// `wrapfs-mount unmount MOUNTPOINT` and `wrapfs-mount codecs`.
+import ArgumentParser
+import Foundation
+import Glibc
+import Wrapfs
+import Codecs
+
+struct UnmountCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "unmount", abstract: "Unmount a layer (fusermount3 -u).")
+    @Argument(help: "The mount point.") var mountpoint: String
+    @Flag(name: [.customShort("z"), .long], help: "Detach now even if busy (also for a dead daemon's mount).") var lazy = false
+
+    func run() throws {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/fusermount3")
+        p.arguments = lazy ? ["-u", "-z", mountpoint] : ["-u", mountpoint]
+        do { try p.run() } catch {
+            FileHandle.standardError.write("wrapfs-mount: cannot run fusermount3: \(error)\n".data(using: .utf8)!)
+            throw Exit.failure
+        }
+        p.waitUntilExit()
+        if p.terminationStatus != 0 { throw Exit.failure }
+    }
+}
+
+struct CodecsCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "codecs", abstract: "List the codecs this build knows.")
+
+    func run() throws {
+        BuiltinCodecs.register()
+        print("NAME".padding(toLength: 12, withPad: " ", startingAt: 0) + "PAGE    SLOT    HEADER  SIZE         SUMMARY")
+        for d in CodecRegistry.shared.all {
+            guard let c = try? d.make(CodecOptions()) else { continue }
+            func col(_ s: String, _ w: Int) -> String { s.padding(toLength: w, withPad: " ", startingAt: 0) }
+            print(col(d.name, 12) + col("\(c.pageSize)", 8) + col("\(c.slotSize)", 8) + col("\(c.headerSize)", 8)
+                  + col(c.preservesSize ? "preserved" : "changes", 13) + d.summary)
+        }
+    }
+}

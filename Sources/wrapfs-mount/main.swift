@@ -1,0 +1,12 @@
+// wrapfs-mount: mounts, unmounts and inspects Wrapfs layers.
+import ArgumentParser
+
+struct WrapfsMount: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "wrapfs-mount",
+        abstract: "A stackable file system that passes file content through page codecs.",
+        subcommands: [MountCommand.self, UnmountCommand.self, CodecsCommand.self],
+        defaultSubcommand: MountCommand.self)
+}
+
+WrapfsMount.main()
