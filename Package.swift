@@ -27,7 +27,7 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
-        .testTarget(name: "WrapfsTests", dependencies: ["Wrapfs", "Codecs"]),
+        .testTarget(name: "WrapfsTests", dependencies: ["Wrapfs", "Codecs", "CFuse"]),
     ],
     swiftLanguageModes: [.v5]
 )

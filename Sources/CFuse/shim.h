@@ -80,6 +80,9 @@ static const long wrapfs_utime_omit = UTIME_OMIT;
 int fallocate(int fd, int mode, off_t offset, off_t len);
 static inline int wrapfs_fallocate(int fd, int mode, off_t offset, off_t len) { return fallocate(fd, mode, offset, len); }
 
+// getdents64(2), to read directories in pieces of a chosen size.
+static inline long wrapfs_getdents64(int fd, void *buf, size_t n) { return syscall(SYS_getdents64, fd, buf, n); }
+
 static inline int wrapfs_errno(void) { return errno; }
 
 // fcntl(2) is variadic in C.
@@ -96,6 +99,8 @@ static inline void wrapfs_fi_set_keep_cache(struct fuse_file_info *fi, int v) { 
 static inline void wrapfs_fi_set_direct_io(struct fuse_file_info *fi, int v) { fi->direct_io = v; }
 static inline void wrapfs_fi_set_parallel_direct_writes(struct fuse_file_info *fi, int v) { (void)fi; (void)v; }
 static inline void wrapfs_fi_set_noflush(struct fuse_file_info *fi, int v) { fi->noflush = v; }
+
+static inline int wrapfs_fi_writepage(const struct fuse_file_info *fi) { return fi->writepage; }
 
 static inline const char *wrapfs_dirent_name(struct dirent *d) { return d->d_name; }
 

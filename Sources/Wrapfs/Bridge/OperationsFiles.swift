@@ -98,8 +98,9 @@ extension Layer {
             var placedElsewhere = false
             try file.inode.content.writing {
                 var offset = Int64(off)
-                if file.append {
+                if file.append && wrapfs_fi_writepage(fi) == 0 {
                     // Appends land at the logical end of file as it is now, whatever the kernel thought.
+                    // (Page-cache writeback may pick an O_APPEND handle: those writes keep their offset.)
                     let end = try engine.sizes(file.lower).logical
                     placedElsewhere = end != offset
                     offset = end

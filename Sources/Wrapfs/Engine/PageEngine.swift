@@ -190,7 +190,8 @@ final class PageEngine {
         let first = offset / pageSize, last = (end - 1) / pageSize
         // The old last page becomes a middle page: it must be stored as a full page.
         if size % pageSize != 0 && (size - 1) / pageSize < first {
-            try rewritePage(file, header: header, index: (size - 1) / pageSize, size: size, lowerSize: lowerSize, newLength: Int(pageSize))
+            try rewritePage(file, header: header, index: (size - 1) / pageSize, size: size, lowerSize: lowerSize,
+                            newLength: Int(pageSize), becomesLast: false)
         }
         let pages = Int(last - first + 1)
         try pool.with(pages * Int(pageSize)) { plain in
@@ -304,12 +305,15 @@ final class PageEngine {
         return e
     }
 
-    /// Re-stores page `index` with `newLength` plain bytes (cut or zero-padded).
-    private func rewritePage(_ file: LowerFile, header: [UInt8], index: Int64, size: Int64, lowerSize: Int64, newLength: Int) throws {
+    /// Re-stores page `index` with `newLength` plain bytes (cut or zero-padded). A page that is
+    /// all zeros stays a hole unless it must hold the file's last record.
+    private func rewritePage(_ file: LowerFile, header: [UInt8], index: Int64, size: Int64, lowerSize: Int64,
+                             newLength: Int, becomesLast: Bool) throws {
         try pool.with(Int(pageSize)) { page in
             try loadPage(file, header: header, index: index, size: size, lowerSize: lowerSize, into: page)
-            try storePages(file, header: header, first: index,
-                           plain: UnsafeMutableRawBufferPointer(rebasing: page[0..<newLength]),
+            let kept = UnsafeMutableRawBufferPointer(rebasing: page[0..<newLength])
+            if kept.isAllZero && (preserves || !becomesLast) { return }
+            try storePages(file, header: header, first: index, plain: kept,
                            newSize: index * pageSize + Int64(newLength), lowerSize: lowerSize)
         }
     }
@@ -337,11 +341,12 @@ final class PageEngine {
                 try file.fd.truncate(to: preserves ? newSize : slotStart(lastPage + 1))
                 if !preserves {
                     // The kept last page must hold a record: a hole there is rewritten as zeros.
-                    try rewritePage(file, header: header, index: lastPage, size: newSize, lowerSize: slotStart(lastPage + 1), newLength: Int(pageSize))
+                    try rewritePage(file, header: header, index: lastPage, size: newSize, lowerSize: slotStart(lastPage + 1),
+                                    newLength: Int(pageSize), becomesLast: true)
                 }
             } else {
                 let page = newSize / pageSize
-                try rewritePage(file, header: header, index: page, size: size, lowerSize: lowerBase, newLength: Int(keep))
+                try rewritePage(file, header: header, index: page, size: size, lowerSize: lowerBase, newLength: Int(keep), becomesLast: true)
                 if preserves { try file.fd.truncate(to: newSize) }
             }
             return
@@ -350,8 +355,12 @@ final class PageEngine {
         let oldLast = (size - 1) / pageSize, newLast = (newSize - 1) / pageSize
         if size > 0 && size % pageSize != 0 {
             let length = oldLast == newLast ? newSize - oldLast * pageSize : pageSize
-            try rewritePage(file, header: header, index: oldLast, size: size, lowerSize: lowerBase, newLength: Int(length))
-            if oldLast == newLast { return }
+            try rewritePage(file, header: header, index: oldLast, size: size, lowerSize: lowerBase,
+                            newLength: Int(length), becomesLast: oldLast == newLast)
+            if oldLast == newLast {
+                if preserves { try file.fd.truncate(to: newSize) }
+                return
+            }
         }
         if preserves {
             try file.fd.truncate(to: newSize)

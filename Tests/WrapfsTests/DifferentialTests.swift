@@ -1,0 +1,27 @@
+// The differential checker on every codec and on stacked layers: 20,000 operations per configuration.
+import Foundation
+import Testing
+
+@Suite("Differential checker", .serialized, .enabled(if: Fuse.required, "needs /dev/fuse"))
+struct DifferentialTests {
+    static let seeds: [UInt64] = [1, 2, 3, 4]
+    static let operationsPerSeed = 5_000
+
+    static func check(_ codecs: [String], seed: UInt64, operations: Int = operationsPerSeed, extra: [String] = []) throws {
+        try withLayers(codecs, extra: extra) { top, _, _ in
+            let scratch = try Scratch("ref")
+            defer { scratch.remove() }
+            let checker = DifferentialChecker(subject: top, reference: try scratch.dir("plain"), seed: seed)
+            try checker.run(operations: operations)
+        }
+    }
+
+    @Test("identity", .timeLimit(.minutes(10)), arguments: seeds)
+    func identity(seed: UInt64) throws { try Self.check(["identity"], seed: seed) }
+
+    @Test("rot", .timeLimit(.minutes(10)), arguments: seeds)
+    func rot(seed: UInt64) throws { try Self.check(["rot"], seed: seed) }
+
+    @Test("rot stacked on rot", .timeLimit(.minutes(10)), arguments: seeds)
+    func rotOnRot(seed: UInt64) throws { try Self.check(["rot", "rot"], seed: seed) }
+}

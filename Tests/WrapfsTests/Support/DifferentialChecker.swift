@@ -1,0 +1,433 @@
+// The differential checker: the same random operations on a mount and on a plain directory, compared result by result.
+import Foundation
+import Glibc
+import CFuse
+
+/// A small, seedable generator, so a failing run can be replayed from its seed.
+struct SplitMix64: RandomNumberGenerator {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
+
+/// What one side of an operation produced.
+enum Outcome: Equatable, CustomStringConvertible {
+    case ok(Int64)
+    case failed(Int32)
+    case bytes([UInt8])
+    case text(String)
+
+    var description: String {
+        switch self {
+        case .ok(let v): return "ok(\(v))"
+        case .failed(let e): return "errno \(e) (\(String(cString: strerror(e))))"
+        case .bytes(let b): return "\(b.count) bytes, fnv \(String(Outcome.fnv(b), radix: 16))"
+        case .text(let t): return t.count > 300 ? String(t.prefix(300)) + "..." : t
+        }
+    }
+
+    static func of(_ r: Int) -> Outcome { r < 0 ? .failed(errno) : .ok(Int64(r)) }
+    static func of(_ r: Int32) -> Outcome { r < 0 ? .failed(errno) : .ok(Int64(r)) }
+
+    static func fnv(_ b: [UInt8]) -> UInt64 {
+        var h: UInt64 = 0xcbf2_9ce4_8422_2325
+        for x in b { h = (h ^ UInt64(x)) &* 0x100_0000_01b3 }
+        return h
+    }
+}
+
+struct DifferenceFound: Error, CustomStringConvertible {
+    let description: String
+}
+
+/// Runs random operations on `subject` (a mount) and `reference` (a plain directory) and stops
+/// at the first result that differs. Operations: writes across page boundaries, appends,
+/// truncates up and down, holes, hole punching, mmap writes, renames (plain, NOREPLACE,
+/// EXCHANGE), hard links, unlink of open files, symlinks, mkdir/rmdir, chmod, fsync,
+/// SEEK_DATA/SEEK_HOLE, and directories read in small pieces.
+final class DifferentialChecker {
+    let roots: [String]
+    var rng: SplitMix64
+    let seed: UInt64
+    let pageSize = 4096
+    private var fds: [(fd: [Int32], path: String, flags: Int32)] = []
+    private var history: [String] = []
+    private let dirs = ["", "Alpha", "Alpha/Inner", "beta"]
+    private let names = ["f0", "File1", "data.bin", "Zed", "x y", "hello", "Alpha", "beta", "q"]
+    private var bigDirCount = 0
+    private(set) var operations = 0
+
+    init(subject: String, reference: String, seed: UInt64) {
+        roots = [subject, reference]
+        self.seed = seed
+        rng = SplitMix64(seed: seed)
+    }
+
+    deinit { for f in fds { f.fd.forEach { close($0) } } }
+
+    // MARK: choices
+
+    private func pick<T>(_ xs: [T]) -> T { xs[Int.random(in: 0..<xs.count, using: &rng)] }
+    private func chance(_ p: Double) -> Bool { Double.random(in: 0..<1, using: &rng) < p }
+    private func randomPath() -> String {
+        let d = pick(dirs), n = pick(names)
+        return d.isEmpty ? n : d + "/" + n
+    }
+    /// Offsets cluster around page boundaries, where the page engine has its edge cases.
+    private func randomOffset(limit: Int = 600_000) -> Int {
+        if chance(0.15) { return Int.random(in: 0..<limit, using: &rng) }
+        let page = Int.random(in: 0..<(limit / pageSize), using: &rng)
+        return max(0, page * pageSize + Int.random(in: -70...70, using: &rng))
+    }
+    private func randomLength() -> Int {
+        switch Int.random(in: 0..<10, using: &rng) {
+        case 0: return Int.random(in: 1...8, using: &rng)
+        case 1...5: return Int.random(in: 1...(2 * pageSize + 100), using: &rng)
+        case 6...8: return pageSize * Int.random(in: 1...4, using: &rng) + Int.random(in: -1...1, using: &rng)
+        default: return Int.random(in: 1...200_000, using: &rng)
+        }
+    }
+    private func randomData(_ n: Int) -> [UInt8] {
+        var b = [UInt8](repeating: 0, count: n)
+        let mode = Int.random(in: 0..<4, using: &rng)
+        if mode == 0 { return b }  // zeros: must not turn into holes of the wrong kind
+        for i in 0..<n { b[i] = mode == 1 ? UInt8(truncatingIfNeeded: i &* 31 &+ 7) : UInt8.random(in: 0...255, using: &rng) }
+        return b
+    }
+
+    // MARK: running
+
+    func run(operations count: Int) throws {
+        for _ in 0..<count {
+            try step()
+            // Sizes seen through every open descriptor must agree after each operation.
+            for f in fds {
+                try compare("size of open \(f.path)") { side in
+                    var st = stat()
+                    return fstat(f.fd[side], &st) < 0 ? .failed(errno) : .ok(Int64(st.st_size))
+                }
+            }
+            operations += 1
+        }
+        // Finally every file must read back the same.
+        for d in dirs { for n in names { try compareContent(d.isEmpty ? n : d + "/" + n) } }
+    }
+
+    private func compare(_ what: String, _ body: (Int) -> Outcome) throws {
+        let a = body(0), b = body(1)
+        history.append("\(what) -> \(b)")
+        if history.count > 40 { history.removeFirst() }
+        if a != b {
+            throw DifferenceFound(description: """
+                seed \(seed), operation \(operations): \(what)
+                  mount: \(a)
+                  plain: \(b)
+                recent operations:
+                \(history.joined(separator: "\n"))
+                """)
+        }
+    }
+
+    private func step() throws {
+        let r = Int.random(in: 0..<100, using: &rng)
+        switch r {
+        case 0..<10: try openFile()
+        case 10..<14: closeFile()
+        case 14..<32: try writeAt()
+        case 32..<38: try writeAtPosition()
+        case 38..<46: try readAt()
+        case 46..<50: try truncateFile()
+        case 50..<56: try statPath()
+        case 56..<62: try compareContent(randomPath())
+        case 62..<67: try mmapWrite()
+        case 67..<71: try renamePath()
+        case 71..<73: try linkPath()
+        case 73..<76: try unlinkPath()
+        case 76..<79: try makeOrRemoveDirectory()
+        case 79..<81: try symlinkPath()
+        case 81..<85: try listDirectory()
+        case 85..<87: try chmodPath()
+        case 87..<89: try fsyncFile()
+        case 89..<92: try punchHole()
+        case 92..<95: try seekDataHole()
+        case 95..<97: try seekEnd()
+        default: try bigDirectoryInPieces()
+        }
+    }
+
+    private func randomOpen() -> Int? { fds.isEmpty ? nil : Int.random(in: 0..<fds.count, using: &rng) }
+
+    private func openFile() throws {
+        if fds.count >= 10 { closeFile() }
+        let path = randomPath()
+        let flags = pick([O_RDWR, O_RDWR | O_CREAT, O_WRONLY | O_CREAT | O_APPEND, O_RDWR | O_APPEND | O_CREAT, O_RDONLY,
+                          O_RDWR | O_CREAT | O_EXCL, O_RDWR | O_TRUNC, O_WRONLY | O_CREAT | O_TRUNC, O_WRONLY | O_CREAT])
+        var opened: [Int32] = []
+        try compare("open \(path) flags \(String(flags, radix: 8))") { side in
+            let fd = wrapfs_open(roots[side] + "/" + path, flags, 0o644)
+            if fd >= 0 { opened.append(fd) }
+            return .of(fd >= 0 ? 0 : fd)
+        }
+        if opened.count == 2 { fds.append((opened, path, flags)) } else { opened.forEach { close($0) } }
+    }
+
+    private func closeFile() {
+        guard let i = randomOpen() else { return }
+        fds[i].fd.forEach { close($0) }
+        fds.remove(at: i)
+    }
+
+    private func writeAt() throws {
+        guard let i = randomOpen() else { return try openFile() }
+        let off = randomOffset(), data = randomData(randomLength())
+        try compare("pwrite \(fds[i].path) at \(off) len \(data.count)") { side in
+            .of(data.withUnsafeBytes { pwrite(fds[i].fd[side], $0.baseAddress, $0.count, off_t(off)) })
+        }
+    }
+
+    private func writeAtPosition() throws {
+        guard let i = randomOpen() else { return try openFile() }
+        let data = randomData(randomLength())
+        try compare("write \(fds[i].path) len \(data.count)") { side in
+            .of(data.withUnsafeBytes { Glibc.write(fds[i].fd[side], $0.baseAddress, $0.count) })
+        }
+        try compare("position of \(fds[i].path)") { side in .of(Int(lseek(fds[i].fd[side], 0, SEEK_CUR))) }
+    }
+
+    private func readAt() throws {
+        guard let i = randomOpen() else { return try openFile() }
+        let off = randomOffset(limit: 700_000), n = randomLength()
+        try compare("pread \(fds[i].path) at \(off) len \(n)") { side in
+            var b = [UInt8](repeating: 0, count: n)
+            let r = b.withUnsafeMutableBytes { pread(fds[i].fd[side], $0.baseAddress, n, off_t(off)) }
+            return r < 0 ? .failed(errno) : .bytes(Array(b[0..<r]))
+        }
+    }
+
+    private func truncateFile() throws {
+        let size: Int
+        switch Int.random(in: 0..<6, using: &rng) {
+        case 0: size = 0
+        case 1: size = pageSize * Int.random(in: 0...100, using: &rng)
+        case 2: size = Int.random(in: 0...pageSize * 2, using: &rng)
+        default: size = randomOffset(limit: 900_000)
+        }
+        if let i = randomOpen(), chance(0.6) {
+            try compare("ftruncate \(fds[i].path) to \(size)") { side in .of(ftruncate(fds[i].fd[side], off_t(size))) }
+        } else {
+            let path = randomPath()
+            try compare("truncate \(path) to \(size)") { side in .of(truncate(roots[side] + "/" + path, off_t(size))) }
+        }
+    }
+
+    private func describe(_ st: stat) -> String {
+        "type \(String(st.st_mode & S_IFMT, radix: 8)) mode \(String(st.st_mode & 0o7777, radix: 8)) nlink \(st.st_nlink) size \((st.st_mode & S_IFMT) == S_IFDIR ? -1 : Int(st.st_size))"
+    }
+
+    private func statPath() throws {
+        if let i = randomOpen(), chance(0.4) {
+            try compare("fstat \(fds[i].path)") { side in
+                var st = stat()
+                return fstat(fds[i].fd[side], &st) < 0 ? .failed(errno) : .text(describe(st))
+            }
+            return
+        }
+        let path = randomPath()
+        try compare("lstat \(path)") { side in
+            var st = stat()
+            return lstat(roots[side] + "/" + path, &st) < 0 ? .failed(errno) : .text(describe(st))
+        }
+    }
+
+    /// Reads the whole file through a fresh descriptor.
+    func compareContent(_ path: String) throws {
+        try compare("read all of \(path)") { side in
+            let fd = wrapfs_open(roots[side] + "/" + path, O_RDONLY, 0)
+            if fd < 0 { return .failed(errno) }
+            defer { close(fd) }
+            var all = [UInt8](), chunk = [UInt8](repeating: 0, count: 65536 + 17)
+            while true {
+                let n = chunk.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
+                if n < 0 { return .failed(errno) }
+                if n == 0 { break }
+                all += chunk[0..<n]
+            }
+            return .bytes(all)
+        }
+    }
+
+    private func mmapWrite() throws {
+        guard let i = randomOpen() else { return try openFile() }
+        var st = stat()
+        guard fstat(fds[i].fd[1], &st) == 0, st.st_size > 0 else { return }
+        let size = Int(st.st_size)
+        let start = Int.random(in: 0...(size - 1) / pageSize, using: &rng) * pageSize
+        let length = min(size - start, Int.random(in: 1...(3 * pageSize), using: &rng))
+        let at = Int.random(in: 0..<length, using: &rng)
+        let data = randomData(Int.random(in: 1...(length - at), using: &rng))
+        try compare("mmap write \(fds[i].path) map \(start)+\(length) at \(at) len \(data.count)") { side in
+            guard let p = mmap(nil, length, PROT_READ | PROT_WRITE, MAP_SHARED, fds[i].fd[side], off_t(start)),
+                  p != MAP_FAILED else { return .failed(errno) }
+            data.withUnsafeBytes { (p + at).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+            let r = msync(p, length, MS_SYNC)
+            munmap(p, length)
+            return .of(r)
+        }
+    }
+
+    private func renamePath() throws {
+        let a = randomPath(), b = randomPath()
+        let flags: UInt32 = pick([0, 0, 1, 2])  // RENAME_NOREPLACE = 1, RENAME_EXCHANGE = 2
+        try compare("rename \(a) -> \(b) flags \(flags)") { side in
+            .of(wrapfs_renameat2(AT_FDCWD, roots[side] + "/" + a, AT_FDCWD, roots[side] + "/" + b, flags))
+        }
+    }
+
+    private func linkPath() throws {
+        let a = randomPath(), b = randomPath()
+        try compare("link \(a) -> \(b)") { side in .of(link(roots[side] + "/" + a, roots[side] + "/" + b)) }
+    }
+
+    private func unlinkPath() throws {
+        let a = randomPath()
+        try compare("unlink \(a)") { side in .of(unlink(roots[side] + "/" + a)) }
+    }
+
+    private func makeOrRemoveDirectory() throws {
+        let d = pick(Array(dirs.dropFirst()))
+        if chance(0.5) {
+            try compare("mkdir \(d)") { side in .of(mkdir(roots[side] + "/" + d, 0o755)) }
+        } else {
+            try compare("rmdir \(d)") { side in .of(rmdir(roots[side] + "/" + d)) }
+        }
+    }
+
+    private func symlinkPath() throws {
+        let target = pick(["f0", "../Zed", "Alpha/Inner/q", "/nonexistent/x", "hello world"])
+        let p = randomPath()
+        try compare("symlink \(p) -> \(target)") { side in .of(symlink(target, roots[side] + "/" + p)) }
+        try compare("readlink \(p)") { side in
+            var buf = [CChar](repeating: 0, count: 4096)
+            let n = readlink(roots[side] + "/" + p, &buf, buf.count)
+            return n < 0 ? .failed(errno) : .text(String(decoding: buf[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self))
+        }
+    }
+
+    private func listDirectory() throws {
+        let d = pick(dirs)
+        try compare("list \(d.isEmpty ? "." : d)") { side in listing(roots[side] + "/" + d, pieceSize: 32768) }
+    }
+
+    /// Names in `dir`, read with getdents64 in buffers of `pieceSize` bytes, sorted.
+    func listing(_ dir: String, pieceSize: Int) -> Outcome {
+        let fd = wrapfs_open(dir, O_RDONLY | O_DIRECTORY, 0)
+        if fd < 0 { return .failed(errno) }
+        defer { close(fd) }
+        var names: [String] = []
+        var buf = [UInt8](repeating: 0, count: pieceSize)
+        while true {
+            let n = buf.withUnsafeMutableBytes { wrapfs_getdents64(fd, $0.baseAddress, $0.count) }
+            if n < 0 { return .failed(errno) }
+            if n == 0 { break }
+            var at = 0
+            while at < n {
+                let reclen = Int(buf[at + 16]) | Int(buf[at + 17]) << 8
+                let nameBytes = buf[(at + 19)..<(at + reclen)].prefix { $0 != 0 }
+                names.append(String(decoding: nameBytes, as: UTF8.self))
+                at += reclen
+            }
+        }
+        return .text(names.sorted().joined(separator: "|"))
+    }
+
+    private func chmodPath() throws {
+        let p = randomPath(), mode = pick([0o600, 0o644, 0o755, 0o400, 0o700]) as Int
+        try compare("chmod \(p) \(String(mode, radix: 8))") { side in .of(chmod(roots[side] + "/" + p, mode_t(mode))) }
+    }
+
+    private func fsyncFile() throws {
+        guard let i = randomOpen() else { return }
+        try compare("fsync \(fds[i].path)") { side in .of(fsync(fds[i].fd[side])) }
+    }
+
+    private func punchHole() throws {
+        guard let i = randomOpen() else { return }
+        let off = randomOffset(), len = randomLength()
+        let mode = pick([FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, FALLOC_FL_ZERO_RANGE, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, 0, FALLOC_FL_KEEP_SIZE])
+        try compare("fallocate \(fds[i].path) mode \(mode) at \(off) len \(len)") { side in
+            .of(wrapfs_fallocate(fds[i].fd[side], mode, off_t(off), off_t(len)))
+        }
+    }
+
+    private func isDirectory(_ fd: Int32) -> Bool {
+        var st = stat()
+        return fstat(fd, &st) == 0 && st.st_mode & S_IFMT == S_IFDIR
+    }
+
+    /// SEEK_DATA/SEEK_HOLE may answer at any granularity (POSIX lets a file system report a
+    /// hole as data), so each side's answer is checked for validity against its own content:
+    /// SEEK_DATA skips only zeros, SEEK_HOLE lands on zeros or at the end, ENXIO only past
+    /// the data. Seeking in directories gives file-system-specific cookies: not compared.
+    private func seekDataHole() throws {
+        guard let i = randomOpen(), !isDirectory(fds[i].fd[1]), fds[i].flags & O_ACCMODE != O_WRONLY else { return }
+        let off = randomOffset(limit: 800_000), whence = pick([SEEK_DATA, SEEK_HOLE])
+        try compare("lseek \(fds[i].path) \(off) \(whence == SEEK_DATA ? "SEEK_DATA" : "SEEK_HOLE")") { side in
+            let fd = fds[i].fd[side]
+            var st = stat()
+            guard fstat(fd, &st) == 0 else { return .failed(errno) }
+            let size = Int(st.st_size)
+            // The answers may differ, so the descriptors' positions are put back.
+            let position = lseek(fd, 0, SEEK_CUR)
+            defer { lseek(fd, position, SEEK_SET) }
+            let r = Int(lseek(fd, off_t(off), whence))
+            if r < 0 {
+                let e = errno
+                if e == ENXIO && whence == SEEK_DATA && off < size && !isZero(fd, off, size) {
+                    return .text("ENXIO but data follows \(off)")
+                }
+                return e == ENXIO && off < size && whence == SEEK_DATA ? .text("valid") : .failed(e)
+            }
+            guard r >= off, r <= size else { return .text("answer \(r) outside \(off)...\(size)") }
+            if whence == SEEK_DATA {
+                return r < size && isZero(fd, off, r) ? .text("valid") : .text("SEEK_DATA \(r) skips data or hits the end")
+            }
+            return r == size || isZero(fd, r, min(r + 1, size)) ? .text("valid") : .text("SEEK_HOLE \(r) is not a hole")
+        }
+    }
+
+    private func isZero(_ fd: Int32, _ from: Int, _ to: Int) -> Bool {
+        guard to > from else { return true }
+        var b = [UInt8](repeating: 0, count: to - from)
+        let n = b.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, off_t(from)) }
+        return n == to - from && b.allSatisfy { $0 == 0 }
+    }
+
+    private func seekEnd() throws {
+        guard let i = randomOpen(), !isDirectory(fds[i].fd[1]) else { return }
+        try compare("lseek \(fds[i].path) SEEK_END") { side in .of(Int(lseek(fds[i].fd[side], 0, SEEK_END))) }
+    }
+
+    /// Grows a big directory and reads it back in small getdents pieces.
+    private func bigDirectoryInPieces() throws {
+        let add = bigDirCount < 1500 ? Int.random(in: 50...300, using: &rng) : 0
+        try compare("grow big directory by \(add)") { side in
+            let dir = roots[side] + "/big"
+            mkdir(dir, 0o755)
+            for k in bigDirCount..<(bigDirCount + add) {
+                let fd = wrapfs_open(dir + "/entry-\(k)-Name", O_CREAT | O_WRONLY, 0o644)
+                if fd < 0 { return .failed(errno) }
+                close(fd)
+            }
+            return .ok(0)
+        }
+        bigDirCount += add
+        let piece = pick([200, 512, 1024, 4096, 32768])
+        try compare("list big directory in pieces of \(piece)") { side in listing(roots[side] + "/big", pieceSize: piece) }
+    }
+}

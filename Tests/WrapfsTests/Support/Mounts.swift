@@ -1,0 +1,174 @@
+// Test fixtures: scratch directories, running commands with timeouts, and real mounts that always unmount.
+import Foundation
+import Glibc
+import Testing
+
+/// Where the package's built products are (the test bundle sits beside them).
+enum Build {
+    static var productsDirectory: URL {
+        if let dir = ProcessInfo.processInfo.environment["WRAPFS_PRODUCTS"] { return URL(fileURLWithPath: dir) }
+        let exe = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
+        var dir = exe.deletingLastPathComponent()
+        // Inside a .xctest bundle the binary sits a few levels below the products directory.
+        while dir.path != "/" && !FileManager.default.fileExists(atPath: dir.appendingPathComponent("wrapfs-mount").path) {
+            dir = dir.deletingLastPathComponent()
+        }
+        return dir
+    }
+    static var mountTool: String { productsDirectory.appendingPathComponent("wrapfs-mount").path }
+}
+
+/// FUSE is usable here. Under CI the tests run regardless, so a missing FUSE fails them.
+enum Fuse {
+    static var available: Bool {
+        let fd = open("/dev/fuse", O_RDWR)
+        if fd < 0 { return false }
+        close(fd)
+        return true
+    }
+    static var required: Bool { available || ProcessInfo.processInfo.environment["CI"] == "true" }
+}
+
+struct CommandResult {
+    let status: Int32
+    let output: String
+    let timedOut: Bool
+}
+
+/// Runs a command, killing it after `timeout` seconds. Output is stdout and stderr together.
+@discardableResult
+func run(_ tool: String, _ args: [String], cwd: String? = nil, timeout: Double = 120, environment: [String: String]? = nil) throws -> CommandResult {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: tool.hasPrefix("/") ? tool : "/usr/bin/env")
+    p.arguments = tool.hasPrefix("/") ? args : [tool] + args
+    if let cwd { p.currentDirectoryURL = URL(fileURLWithPath: cwd) }
+    if let environment { p.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 } }
+    let out = FileManager.default.temporaryDirectory.appendingPathComponent("wrapfs-cmd-\(UUID().uuidString)")
+    FileManager.default.createFile(atPath: out.path, contents: nil)
+    defer { try? FileManager.default.removeItem(at: out) }
+    let handle = try FileHandle(forWritingTo: out)
+    p.standardOutput = handle
+    p.standardError = handle
+    p.standardInput = FileHandle.nullDevice
+    try p.run()
+    let deadline = Date().addingTimeInterval(timeout)
+    var timedOut = false
+    while p.isRunning {
+        if Date() > deadline {
+            timedOut = true
+            kill(p.processIdentifier, SIGKILL)
+            break
+        }
+        usleep(10_000)
+    }
+    p.waitUntilExit()
+    try handle.close()
+    let text = (try? String(contentsOf: out, encoding: .utf8)) ?? ""
+    return CommandResult(status: timedOut ? -1 : p.terminationStatus, output: text, timedOut: timedOut)
+}
+
+/// A scratch directory removed at the end.
+final class Scratch {
+    let path: String
+    init(_ tag: String = "t") throws {
+        var template = Array("/tmp/wrapfs-\(tag)-XXXXXX".utf8CString)
+        guard let p = mkdtemp(&template) else { throw POSIXError(.EIO) }
+        path = String(cString: p)
+    }
+    func dir(_ name: String) throws -> String {
+        let p = path + "/" + name
+        try FileManager.default.createDirectory(atPath: p, withIntermediateDirectories: true)
+        return p
+    }
+    func remove() {
+        _ = try? run("/bin/rm", ["-rf", path], timeout: 120)
+    }
+}
+
+enum MountTable {
+    static func isMounted(_ path: String) -> Bool {
+        guard let text = try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8) else { return false }
+        return text.split(separator: "\n").contains { $0.split(separator: " ").dropFirst(4).first.map(String.init) == path }
+    }
+}
+
+struct MountFailure: Error, CustomStringConvertible {
+    let description: String
+}
+
+/// A layer mounted by the real wrapfs-mount, in the foreground as a child process.
+final class Mounted {
+    let lower: String
+    let point: String
+    let process: Process
+    let logPath: String
+    private var unmounted = false
+
+    /// Mounts `lower` on `point` with `codec` and waits until the mount is there.
+    init(lower: String, point: String, codec: String, extra: [String] = []) throws {
+        self.lower = lower
+        self.point = point
+        logPath = point + ".log"
+        FileManager.default.createFile(atPath: logPath, contents: nil)
+        let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
+        process = Process()
+        process.executableURL = URL(fileURLWithPath: Build.mountTool)
+        process.arguments = [lower, point, "--codec", codec, "-f"] + extra
+        process.standardOutput = log
+        process.standardError = log
+        process.standardInput = FileHandle.nullDevice
+        try process.run()
+        let deadline = Date().addingTimeInterval(20)
+        while !MountTable.isMounted(point) {
+            if !process.isRunning || Date() > deadline {
+                unmount()
+                throw MountFailure(description: "mount of \(lower) on \(point) did not come up: \(self.log)")
+            }
+            usleep(20_000)
+        }
+    }
+
+    var log: String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
+
+    /// Unmounts, lazily if it must, and reaps the daemon; safe to call twice.
+    func unmount() {
+        if unmounted { return }
+        unmounted = true
+        if MountTable.isMounted(point) {
+            let r = try? run("/usr/bin/fusermount3", ["-u", point], timeout: 20)
+            if r?.status != 0 { _ = try? run("/usr/bin/fusermount3", ["-u", "-z", point], timeout: 20) }
+        }
+        let deadline = Date().addingTimeInterval(10)
+        while process.isRunning && Date() < deadline { usleep(20_000) }
+        if process.isRunning {
+            kill(process.processIdentifier, SIGKILL)
+            if MountTable.isMounted(point) { _ = try? run("/usr/bin/fusermount3", ["-u", "-z", point], timeout: 20) }
+        }
+        process.waitUntilExit()
+    }
+
+    deinit { unmount() }
+}
+
+/// Mounts a stack of layers over a fresh lower directory, runs `body` with the top mount point
+/// and the lower directory, and unmounts everything whatever happens.
+func withLayers<R>(_ codecs: [String], extra: [String] = [], lowerIn base: String? = nil,
+                   _ body: (_ top: String, _ lower: String, _ mounts: [Mounted]) throws -> R) throws -> R {
+    let scratch = try Scratch("m")
+    defer { scratch.remove() }
+    let lower = try base.map { b -> String in
+        let p = b + "/lower-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: p, withIntermediateDirectories: true)
+        return p
+    } ?? scratch.dir("lower")
+    defer { if base != nil { _ = try? run("/bin/rm", ["-rf", lower]) } }
+    var mounts: [Mounted] = []
+    defer { for m in mounts.reversed() { m.unmount() } }
+    var below = lower
+    for (i, codec) in codecs.enumerated() {
+        let point = try scratch.dir("mnt\(i)")
+        mounts.append(try Mounted(lower: below, point: point, codec: codec, extra: extra))
+        below = point
+    }
+    return try body(below, lower, mounts)
+}
