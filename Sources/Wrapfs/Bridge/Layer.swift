@@ -34,18 +34,28 @@ public final class Layer {
 
     /// The lower name for an upper path component, as a C string.
     func lowerName(_ name: UnsafePointer<CChar>) throws -> [CChar] {
-        let bytes = Array(UnsafeBufferPointer(start: UnsafeRawPointer(name).assumingMemoryBound(to: UInt8.self), count: strlen(name)))
         let encoded: [UInt8]
-        do { encoded = try codec.encodeName(bytes) } catch { throw Errno.EINVAL }
+        do { encoded = try codec.encodeName(Layer.bytes(name)) } catch { throw Errno.EINVAL }
         if encoded.count > Int(NAME_MAX) { throw Errno.ENAMETOOLONG }
-        return encoded.map { CChar(bitPattern: $0) } + [0]
+        return Self.cString(encoded)
     }
 
     /// The upper name for a lower directory entry, or nil when the codec does not own it.
     func upperName(_ lower: UnsafePointer<CChar>) -> [CChar]? {
-        let bytes = Array(UnsafeBufferPointer(start: UnsafeRawPointer(lower).assumingMemoryBound(to: UInt8.self), count: strlen(lower)))
-        guard let decoded = try? codec.decodeName(bytes) else { return nil }
-        return decoded.map { CChar(bitPattern: $0) } + [0]
+        guard let decoded = try? codec.decodeName(Self.bytes(lower)), !decoded.isEmpty, !decoded.contains(0x2F), !decoded.contains(0) else { return nil }
+        return Self.cString(decoded)
+    }
+
+    static func bytes(_ s: UnsafePointer<CChar>) -> [UInt8] {
+        Array(UnsafeRawBufferPointer(start: s, count: strlen(s)))
+    }
+
+    static func cString(_ bytes: [UInt8]) -> [CChar] {
+        [CChar](unsafeUninitializedCapacity: bytes.count + 1) { buf, n in
+            bytes.withUnsafeBytes { UnsafeMutableRawBufferPointer(buf).copyMemory(from: $0) }
+            buf[bytes.count] = 0
+            n = bytes.count + 1
+        }
     }
 
     // MARK: lookup and attributes

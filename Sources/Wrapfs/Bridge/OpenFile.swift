@@ -39,15 +39,40 @@ final class OpenFile {
     }
 }
 
-/// One open of a directory: a lower DIR stream and where the kernel last left it.
+/// One entry of an open directory, as the layer shows it.
+struct DirectoryEntry {
+    /// The name shown through the layer (NUL-terminated).
+    let name: [CChar]
+    /// The name in the lower directory (NUL-terminated); empty for "." and "..".
+    let lowerName: [CChar]
+    let ino: ino_t
+    let type: UInt8
+    /// The cookie that resumes reading after this entry.
+    let next: off_t
+}
+
+/// One open of a directory: a lower DIR stream and the entries read from it so far, so that
+/// the kernel resuming at any cookie it was given costs a lookup, not a re-read.
 final class OpenDirectory {
     let stream: OpaquePointer
-    /// The cookie of the next entry `stream` will return; guarded by `lock`.
-    var position: Int64 = 0
     let lock = Mutex()
+    /// Entries read since the stream was last positioned; guarded by `lock`.
+    var entries: [DirectoryEntry] = []
+    /// Cookie -> index in `entries` of the entry after it.
+    var indexAfter: [off_t: Int] = [:]
+    var exhausted = false
 
     init(stream: OpaquePointer) { self.stream = stream }
     deinit { closedir(stream) }
+
+    /// Forgets what was read and positions the stream at `cookie` (0: the start, re-read).
+    func reposition(_ cookie: off_t) {
+        entries.removeAll(keepingCapacity: true)
+        indexAfter.removeAll(keepingCapacity: true)
+        exhausted = false
+        if cookie == 0 { rewinddir(stream) } else { seekdir(stream, Int(cookie)) }
+        indexAfter[cookie] = 0
+    }
 
     func attach(_ fi: UnsafeMutablePointer<fuse_file_info>) {
         fi.pointee.fh = UInt64(UInt(bitPattern: Unmanaged.passRetained(self).toOpaque()))

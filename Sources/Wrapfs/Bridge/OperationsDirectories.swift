@@ -41,61 +41,80 @@ extension Layer {
         var used = 0
         var failure: Int32 = 0
         d.lock.locked {
-            if Int64(off) != d.position {
-                seekdir(d.stream, Int(off))
-                d.position = Int64(off)
+            var index: Int
+            if off != 0, let i = d.indexAfter[off] {
+                index = i
+            } else {
+                d.reposition(off)  // a fresh start (rewinddir re-reads) or a cookie from another open
+                index = 0
             }
             while true {
-                errno = 0
-                guard let ent = Glibc.readdir(d.stream) else {
-                    if errno != 0 && used == 0 { failure = errno }
-                    break
-                }
-                let next = off_t(ent.pointee.d_off)
-                let lname = wrapfs_dirent_name(ent)!
-                let isDot = strcmp(lname, ".") == 0 || strcmp(lname, "..") == 0
-                let name: [CChar]
-                if isDot {
-                    name = Array(UnsafeBufferPointer(start: lname, count: strlen(lname) + 1))
-                } else if let upper = upperName(lname) {
-                    name = upper
-                } else {
-                    d.position = Int64(next)  // not ours (codec cannot decode it): hidden
+                if index == d.entries.count {
+                    if d.exhausted || !readMore(d) {
+                        if !d.exhausted { failure = errno }
+                        break
+                    }
                     continue
                 }
+                let ent = d.entries[index]
                 var st = stat()
-                st.st_ino = ent.pointee.d_ino
-                st.st_mode = mode_t(ent.pointee.d_type) << 12
+                st.st_ino = ent.ino
+                st.st_mode = mode_t(ent.type) << 12
                 let room = size - used
-                var entrySize: Int
+                let entrySize: Int
                 if plus {
                     var e = fuse_entry_param()
                     e.attr = st
-                    if !isDot {
-                        guard let found = try? entry(parent: parent, lowerName: lname) else {
-                            d.position = Int64(next)  // vanished since the stream read it
+                    if !ent.lowerName.isEmpty {
+                        guard let found = try? ent.lowerName.withUnsafeBufferPointer({ try entry(parent: parent, lowerName: $0.baseAddress!) }) else {
+                            index += 1  // vanished since the stream read it
                             continue
                         }
                         e = found
                     }
-                    entrySize = fuse_add_direntry_plus(req, buf + used, room, name, &e, next)
+                    entrySize = fuse_add_direntry_plus(req, buf + used, room, ent.name, &e, ent.next)
                     if entrySize > room && e.ino != 0 { inodes.forget(e.ino, count: 1) }
                 } else {
-                    entrySize = fuse_add_direntry(req, buf + used, room, name, &st, next)
+                    entrySize = fuse_add_direntry(req, buf + used, room, ent.name, &st, ent.next)
                 }
-                if entrySize > room {
-                    // Does not fit: the next call starts with this entry again.
-                    seekdir(d.stream, Int(d.position))
-                    break
-                }
+                if entrySize > room { break }  // the next call starts with this entry again
                 used += entrySize
-                d.position = Int64(next)
+                index += 1
             }
         }
-        if failure != 0 {
+        if failure != 0 && used == 0 {
             fuse_reply_err(req, failure)
         } else {
             fuse_reply_buf(req, buf, used)
+        }
+    }
+
+    /// Reads one more entry the layer shows into `d`; false at the end (errno 0) or on error.
+    private func readMore(_ d: OpenDirectory) -> Bool {
+        while true {
+            errno = 0
+            guard let ent = Glibc.readdir(d.stream) else {
+                if errno == 0 { d.exhausted = true }
+                return false
+            }
+            let next = off_t(ent.pointee.d_off)
+            let lname = wrapfs_dirent_name(ent)!
+            let length = strlen(lname)
+            let isDot = lname[0] == 0x2E && (length == 1 || (length == 2 && lname[1] == 0x2E))
+            let name: [CChar]
+            if isDot {
+                name = Array(UnsafeBufferPointer(start: lname, count: length + 1))
+            } else if let upper = upperName(lname) {
+                name = upper
+            } else {
+                // Not the codec's (it cannot decode the name): hidden, but its cookie still resumes.
+                d.indexAfter[next] = d.entries.count
+                continue
+            }
+            let lower = isDot ? [] : Array(UnsafeBufferPointer(start: lname, count: length + 1))
+            d.entries.append(DirectoryEntry(name: name, lowerName: lower, ino: ent.pointee.d_ino, type: ent.pointee.d_type, next: next))
+            d.indexAfter[next] = d.entries.count
+            return true
         }
     }
 }

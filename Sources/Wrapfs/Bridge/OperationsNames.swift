@@ -31,7 +31,7 @@ extension Layer {
             let encoded: [UInt8]
             do { encoded = try codec.encodeLinkTarget(bytes) } catch { throw Errno.EINVAL }
             if encoded.count >= Int(PATH_MAX) { throw Errno.ENAMETOOLONG }
-            let cTarget = encoded.map { CChar(bitPattern: $0) } + [0]
+            let cTarget = Layer.cString(encoded)
             try dir.fd.symlinkAt(n, target: cTarget)
         }
     }
@@ -44,7 +44,7 @@ extension Layer {
                 log.error("cannot decode symlink target of \(inodes.inode(ino).lowerPathForLogs): \(error)")
                 throw Errno.EIO
             }
-            let c = target.map { CChar(bitPattern: $0) } + [0]
+            let c = Layer.cString(target)
             fuse_reply_readlink(req, c)
         }
     }

@@ -57,7 +57,8 @@ final class DifferentialChecker {
     let seed: UInt64
     let pageSize = 4096
     private var fds: [(fd: [Int32], path: String, flags: Int32)] = []
-    private var history: [String] = []
+    /// The last operations, rendered only when a difference is reported.
+    private var history: [(String, Outcome)] = []
     private let dirs = ["", "Alpha", "Alpha/Inner", "beta"]
     private let names = ["f0", "File1", "data.bin", "Zed", "x y", "hello", "Alpha", "beta", "q"]
     private var bigDirCount = 0
@@ -97,7 +98,16 @@ final class DifferentialChecker {
         var b = [UInt8](repeating: 0, count: n)
         let mode = Int.random(in: 0..<4, using: &rng)
         if mode == 0 { return b }  // zeros: must not turn into holes of the wrong kind
-        for i in 0..<n { b[i] = mode == 1 ? UInt8(truncatingIfNeeded: i &* 31 &+ 7) : UInt8.random(in: 0...255, using: &rng) }
+        var x = rng.next() | 1
+        b.withUnsafeMutableBytes { raw in
+            let words = raw.count / 8
+            let w = raw.baseAddress!
+            for i in 0..<words {
+                x ^= x << 13; x ^= x >> 7; x ^= x << 17  // xorshift: cheap even in debug builds
+                w.storeBytes(of: mode == 1 ? UInt64(i) &* 0x0101_0101_0101_0101 : x, toByteOffset: i * 8, as: UInt64.self)
+            }
+            for j in (words * 8)..<raw.count { raw[j] = UInt8(truncatingIfNeeded: x >> (j % 8)) }
+        }
         return b
     }
 
@@ -121,7 +131,7 @@ final class DifferentialChecker {
 
     private func compare(_ what: String, _ body: (Int) -> Outcome) throws {
         let a = body(0), b = body(1)
-        history.append("\(what) -> \(b)")
+        history.append((what, b))
         if history.count > 40 { history.removeFirst() }
         if a != b {
             throw DifferenceFound(description: """
@@ -129,7 +139,7 @@ final class DifferentialChecker {
                   mount: \(a)
                   plain: \(b)
                 recent operations:
-                \(history.joined(separator: "\n"))
+                \(history.map { "\($0.0) -> \($0.1)" }.joined(separator: "\n"))
                 """)
         }
     }
