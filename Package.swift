@@ -23,7 +23,7 @@ let package = Package(
         ]),
         .target(name: "Codecs", dependencies: ["Wrapfs"]),
         .executableTarget(name: "wrapfs-mount", dependencies: [
-            "Wrapfs", "Codecs",
+            "Wrapfs", "Codecs", "CFuse",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),

@@ -83,10 +83,19 @@ static inline int wrapfs_fallocate(int fd, int mode, off_t offset, off_t len) { 
 // getdents64(2), to read directories in pieces of a chosen size.
 static inline long wrapfs_getdents64(int fd, void *buf, size_t n) { return syscall(SYS_getdents64, fd, buf, n); }
 
+// A daemon must not hold its starter's pipes open: close every inherited descriptor above stderr.
+static inline void wrapfs_close_inherited(void) {
+    long max = sysconf(_SC_OPEN_MAX);
+    if (syscall(SYS_close_range, 3U, ~0U, 0U) == 0) return;
+    for (long fd = 3; fd < max; fd++) close((int)fd);
+}
+
 static inline int wrapfs_errno(void) { return errno; }
 
 // fcntl(2) is variadic in C.
 static inline int wrapfs_fcntl_int(int fd, int cmd, int arg) { return fcntl(fd, cmd, arg); }
+
+static inline int wrapfs_fcntl_lock(int fd, int cmd, struct flock *lock) { return fcntl(fd, cmd, lock); }
 
 // ioctl(2) is variadic in C.
 static inline int wrapfs_ioctl_ptr(int fd, unsigned long req, void *arg) { return ioctl(fd, req, arg); }

@@ -5,6 +5,7 @@ import Glibc
 import Logging
 import Wrapfs
 import Codecs
+import CFuse
 
 struct MountCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -53,12 +54,17 @@ struct MountCommand: ParsableCommand {
     }
 
     private func mount() throws {
+        wrapfs_close_inherited()
         BuiltinCodecs.register()
         let codec = try makeCodec()
         let lowerPath = try checkDirectory(lower, what: "lower directory", code: Exit.badLower)
         let mountPath = try checkDirectory(mountpoint, what: "mount point", code: Exit.badMountpoint)
         if MountTable.isMountPoint(mountPath) {
             throw Failure("mount point \(mountPath) is already mounted (unmount it first: wrapfs-mount unmount \(mountPath))", Exit.alreadyMounted)
+        }
+        var device = stat()
+        if stat("/dev/fuse", &device) != 0 || device.st_mode & S_IFMT != S_IFCHR {
+            throw Failure("/dev/fuse is unavailable (missing or not a character device): load the fuse module and install fuse3", Exit.noFuseDevice)
         }
         let fuseDevice = open("/dev/fuse", O_RDWR | O_CLOEXEC)
         if fuseDevice < 0 {

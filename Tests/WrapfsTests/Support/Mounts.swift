@@ -36,35 +36,47 @@ struct CommandResult {
 }
 
 /// Runs a command, killing it after `timeout` seconds. Output is stdout and stderr together.
+/// (posix_spawn and waitpid, not Foundation's Process: a daemon that the command leaves behind
+/// must not keep us waiting.)
 @discardableResult
 func run(_ tool: String, _ args: [String], cwd: String? = nil, timeout: Double = 120, environment: [String: String]? = nil) throws -> CommandResult {
-    let p = Process()
-    p.executableURL = URL(fileURLWithPath: tool.hasPrefix("/") ? tool : "/usr/bin/env")
-    p.arguments = tool.hasPrefix("/") ? args : [tool] + args
-    if let cwd { p.currentDirectoryURL = URL(fileURLWithPath: cwd) }
-    if let environment { p.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 } }
-    let out = FileManager.default.temporaryDirectory.appendingPathComponent("wrapfs-cmd-\(UUID().uuidString)")
-    FileManager.default.createFile(atPath: out.path, contents: nil)
-    defer { try? FileManager.default.removeItem(at: out) }
-    let handle = try FileHandle(forWritingTo: out)
-    p.standardOutput = handle
-    p.standardError = handle
-    p.standardInput = FileHandle.nullDevice
-    try p.run()
+    let outPath = "/tmp/wrapfs-cmd-\(UUID().uuidString)"
+    defer { unlink(outPath) }
+    var actions = posix_spawn_file_actions_t()
+    posix_spawn_file_actions_init(&actions)
+    defer { posix_spawn_file_actions_destroy(&actions) }
+    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+    posix_spawn_file_actions_addopen(&actions, 1, outPath, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+    posix_spawn_file_actions_adddup2(&actions, 1, 2)
+    var script = ""
+    if let cwd { script = "cd '\(cwd)' && " }
+    let argv0 = ["/bin/sh", "-c", script + "exec \"$0\" \"$@\"", tool] + args
+    var env = ProcessInfo.processInfo.environment
+    if let environment { env.merge(environment) { $1 } }
+    let cArgs = argv0.map { strdup($0) } + [nil]
+    let cEnv = env.map { strdup("\($0.key)=\($0.value)") } + [nil]
+    defer { cArgs.forEach { free($0) }; cEnv.forEach { free($0) } }
+    var pid: pid_t = 0
+    let rc = posix_spawn(&pid, "/bin/sh", &actions, nil, cArgs, cEnv)
+    guard rc == 0 else { throw POSIXError(POSIXErrorCode(rawValue: rc) ?? .EIO) }
     let deadline = Date().addingTimeInterval(timeout)
+    var status: Int32 = 0
     var timedOut = false
-    while p.isRunning {
+    while true {
+        let r = waitpid(pid, &status, WNOHANG)
+        if r == pid { break }
+        if r < 0 && errno != EINTR { break }
         if Date() > deadline {
             timedOut = true
-            kill(p.processIdentifier, SIGKILL)
+            kill(pid, SIGKILL)
+            waitpid(pid, &status, 0)
             break
         }
-        usleep(10_000)
+        usleep(5_000)
     }
-    p.waitUntilExit()
-    try handle.close()
-    let text = (try? String(contentsOf: out, encoding: .utf8)) ?? ""
-    return CommandResult(status: timedOut ? -1 : p.terminationStatus, output: text, timedOut: timedOut)
+    let text = (try? String(contentsOfFile: outPath, encoding: .utf8)) ?? ""
+    let exit: Int32 = (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
+    return CommandResult(status: timedOut ? -1 : exit, output: text, timedOut: timedOut)
 }
 
 /// A scratch directory removed at the end.

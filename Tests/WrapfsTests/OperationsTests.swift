@@ -1,0 +1,266 @@
+// Each file-system operation through a layer, checked against what a local file system does.
+import CFuse
+import Foundation
+import Glibc
+import Testing
+
+@Suite("Operations", .serialized, .enabled(if: Fuse.required, "needs /dev/fuse"))
+struct OperationsTests {
+    static let codecs = ["identity", "rot"]
+
+    @Test("rot transforms content and names in the lower directory; identity does not", arguments: codecs)
+    func transformIsReal(codec: String) throws {
+        try withLayers([codec]) { top, lower, _ in
+            let data = Array("The quick brown fox\n".utf8) + [0, 0, 0xF3, 0xFF]
+            try writeFile(top + "/Secret Name.txt", data)
+            #expect(try readFile(top + "/Secret Name.txt") == data)
+            let names = try FileManager.default.contentsOfDirectory(atPath: lower)
+            let raw = try readFile(lower + "/" + names[0])
+            #expect(raw.count == data.count)
+            if codec == "rot" {
+                #expect(names == ["Frperg Anzr.gkg"])
+                #expect(raw != data)
+                #expect(raw[20] == 0 && raw[21] == 0, "zero bytes stay zero so holes stay holes")
+            } else {
+                #expect(names == ["Secret Name.txt"] && raw == data)
+            }
+        }
+    }
+
+    @Test("hard links are one file: shared content, attributes, and the lower inode number", arguments: codecs)
+    func hardLinks(codec: String) throws {
+        try withLayers([codec]) { top, lower, _ in
+            try writeFile(top + "/a", pattern(10000))
+            #expect(link(top + "/a", top + "/b") == 0)
+            try writeFile(top + "/b", pattern(5000, seed: 9))
+            #expect(try readFile(top + "/a") == pattern(5000, seed: 9))
+            #expect(chmod(top + "/a", 0o600) == 0)
+            let sa = try statOf(top + "/a"), sb = try statOf(top + "/b")
+            #expect(sa.st_ino == sb.st_ino && sa.st_nlink == 2 && sb.st_mode & 0o777 == 0o600)
+            let lowerName = try FileManager.default.contentsOfDirectory(atPath: lower).sorted()[0]
+            #expect(try statOf(lower + "/" + lowerName).st_ino == sa.st_ino, "inode numbers are the lower ones")
+            #expect(unlink(top + "/a") == 0)
+            #expect(try statOf(top + "/b").st_nlink == 1)
+            #expect(try statOf(top + "/b").st_ino == sa.st_ino, "and stay stable")
+        }
+    }
+
+    @Test("rename with RENAME_NOREPLACE and RENAME_EXCHANGE", arguments: codecs)
+    func renames(codec: String) throws {
+        try withLayers([codec]) { top, _, _ in
+            try writeFile(top + "/x", [1])
+            try writeFile(top + "/y", [2])
+            #expect(wrapfs_renameat2(AT_FDCWD, top + "/x", AT_FDCWD, top + "/y", 1) == -1 && errno == EEXIST)
+            #expect(wrapfs_renameat2(AT_FDCWD, top + "/x", AT_FDCWD, top + "/y", 2) == 0)
+            #expect(try readFile(top + "/x") == [2])
+            #expect(try readFile(top + "/y") == [1])
+            #expect(wrapfs_renameat2(AT_FDCWD, top + "/x", AT_FDCWD, top + "/z", 1) == 0)
+            #expect(rename(top + "/z", top + "/y") == 0)
+            #expect(try readFile(top + "/y") == [2])
+            #expect(access(top + "/x", F_OK) != 0 && access(top + "/z", F_OK) != 0)
+        }
+    }
+
+    @Test("an unlinked open file stays readable and writable until closed", arguments: codecs)
+    func unlinkOpenFile(codec: String) throws {
+        try withLayers([codec]) { top, lower, _ in
+            let fd = open(top + "/tmp", O_CREAT | O_RDWR, 0o600)
+            #expect(fd >= 0)
+            defer { close(fd) }
+            #expect(unlink(top + "/tmp") == 0)
+            let data = pattern(9000)
+            #expect(data.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, 100) } == 9000)
+            var back = [UInt8](repeating: 0, count: 9100)
+            #expect(back.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, 0) } == 9100)
+            #expect(Array(back[100...]) == data && back[0..<100].allSatisfy { $0 == 0 })
+            let left = try FileManager.default.contentsOfDirectory(atPath: lower)
+            #expect(left.isEmpty)
+        }
+    }
+
+    @Test("symlinks, fifos, device nodes and directories", arguments: codecs)
+    func specialFiles(codec: String) throws {
+        try withLayers([codec]) { top, lower, _ in
+            #expect(symlink("target/Path", top + "/Link") == 0)
+            var buf = [CChar](repeating: 0, count: 256)
+            let n = readlink(top + "/Link", &buf, 255)
+            #expect(n == 11 && String(cString: buf) == "target/Path")
+            let linkSize = try statOf(top + "/Link").st_size
+            #expect(linkSize == 11)
+            #expect(mkfifo(top + "/fifo", 0o644) == 0)
+            #expect(try statOf(top + "/fifo").st_mode & S_IFMT == S_IFIFO)
+            #expect(mknod(top + "/null", S_IFCHR | 0o666, dev_t(0x103)) == 0)
+            #expect(try statOf(top + "/null").st_rdev == dev_t(0x103))
+            // A fifo on the mount carries data between two openers.
+            let writer = Thread {
+                let fd = open(top + "/fifo", O_WRONLY)
+                _ = "via fifo".withCString { Glibc.write(fd, $0, 8) }
+                close(fd)
+            }
+            writer.start()
+            let rfd = open(top + "/fifo", O_RDONLY)
+            var got = [UInt8](repeating: 0, count: 16)
+            let got8 = got.withUnsafeMutableBytes { Glibc.read(rfd, $0.baseAddress, 16) }
+            close(rfd)
+            #expect(got8 == 8 && Array(got[0..<8]) == Array("via fifo".utf8))
+            #expect(mkdir(top + "/d", 0o750) == 0 && mkdir(top + "/d/e", 0o700) == 0)
+            #expect(rmdir(top + "/d") == -1 && errno == ENOTEMPTY)
+            #expect(try statOf(top + "/d").st_nlink == 3)
+            #expect(rmdir(top + "/d/e") == 0 && rmdir(top + "/d") == 0)
+            #expect(try FileManager.default.contentsOfDirectory(atPath: lower).count == 3)
+        }
+    }
+
+    @Test("chmod, chown, utimens and statfs", arguments: codecs)
+    func attributes(codec: String) throws {
+        try withLayers([codec]) { top, _, _ in
+            try writeFile(top + "/f", [1, 2, 3])
+            #expect(chmod(top + "/f", 0o4751) == 0)
+            #expect(try statOf(top + "/f").st_mode & 0o7777 == 0o4751)
+            #expect(chown(top + "/f", 1234, 5678) == 0)
+            let st = try statOf(top + "/f")
+            #expect(st.st_uid == 1234 && st.st_gid == 5678)
+            var times = [timespec(tv_sec: 1_000_000_000, tv_nsec: 5), timespec(tv_sec: 1_200_000_000, tv_nsec: 7)]
+            #expect(utimensat(AT_FDCWD, top + "/f", &times, 0) == 0)
+            let t = try statOf(top + "/f")
+            #expect(t.st_atim.tv_sec == 1_000_000_000 && t.st_mtim.tv_sec == 1_200_000_000 && t.st_mtim.tv_nsec == 7)
+            var sv = statvfs()
+            #expect(statvfs(top, &sv) == 0 && sv.f_blocks > 0 && sv.f_namemax > 0)
+        }
+    }
+
+    @Test("extended attributes", arguments: codecs)
+    func xattrs(codec: String) throws {
+        try withLayers([codec]) { top, _, _ in
+            try writeFile(top + "/f", [1])
+            #expect(wrapfs_setxattr(top + "/f", "user.colour", "blue", 4, 0) == 0)
+            var buf = [UInt8](repeating: 0, count: 64)
+            #expect(wrapfs_getxattr(top + "/f", "user.colour", &buf, 64) == 4 && Array(buf[0..<4]) == Array("blue".utf8))
+            #expect(wrapfs_getxattr(top + "/f", "user.colour", nil, 0) == 4)
+            var list = [CChar](repeating: 0, count: 256)
+            let n = wrapfs_listxattr(top + "/f", &list, 256)
+            #expect(n > 0 && String(cString: list).contains("user.colour"))
+            #expect(wrapfs_setxattr(top + "/f", "user.colour", "red", 3, Int32(XATTR_CREATE)) == -1 && errno == EEXIST)
+            #expect(wrapfs_removexattr(top + "/f", "user.colour") == 0)
+            #expect(wrapfs_getxattr(top + "/f", "user.colour", &buf, 64) == -1 && errno == ENODATA)
+        }
+    }
+
+    @Test("fallocate, SEEK_DATA/SEEK_HOLE and a petabyte-sized hole", arguments: codecs)
+    func holes(codec: String) throws {
+        try withLayers([codec]) { top, lower, _ in
+            let fd = open(top + "/sparse", O_CREAT | O_RDWR, 0o644)
+            #expect(fd >= 0)
+            defer { close(fd) }
+            let page = pattern(4096)
+            #expect(page.withUnsafeBytes { pwrite(fd, $0.baseAddress, 4096, 1 << 20) } == 4096)
+            #expect(lseek(fd, 0, SEEK_DATA) == 1 << 20)
+            #expect(lseek(fd, 1 << 20, SEEK_HOLE) == (1 << 20) + 4096)
+            #expect(wrapfs_fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (1 << 20) + 100, 200) == 0)
+            var back = [UInt8](repeating: 1, count: 4096)
+            #expect(back.withUnsafeMutableBytes { pread(fd, $0.baseAddress, 4096, 1 << 20) } == 4096)
+            #expect(Array(back[0..<100]) == Array(page[0..<100]) && back[100..<300].allSatisfy { $0 == 0 } && Array(back[300...]) == Array(page[300...]))
+            #expect(wrapfs_fallocate(fd, 0, 0, 3 << 20) == 0)
+            #expect(try statOf(top + "/sparse").st_size == 3 << 20)
+            // Growing far writes nothing and takes no space (ext4 stops at 16 TiB; tmpfs takes a petabyte).
+            let lowerType = try run("stat", ["-f", "-c", "%T", lower]).output
+            let petabyte: off_t = lowerType.hasPrefix("tmpfs") ? 1 << 50 : 1 << 43
+            #expect(ftruncate(fd, petabyte) == 0)
+            #expect(try statOf(top + "/sparse").st_size == petabyte)
+            var tail = [UInt8](repeating: 1, count: 8192)
+            #expect(tail.withUnsafeMutableBytes { pread(fd, $0.baseAddress, 8192, petabyte - 4000) } == 4000)
+            #expect(tail[0..<4000].allSatisfy { $0 == 0 })
+            let name = try FileManager.default.contentsOfDirectory(atPath: lower)[0]
+            #expect(try statOf(lower + "/" + name).st_blocks < 100_000, "the hole takes no space")
+            #expect(ftruncate(fd, 5000) == 0)
+            #expect(try statOf(top + "/sparse").st_size == 5000)
+        }
+    }
+
+    @Test("shared writable mmap with msync reaches the lower file", arguments: codecs)
+    func mmapMsync(codec: String) throws {
+        try withLayers([codec]) { top, lower, _ in
+            try writeFile(top + "/m", [UInt8](repeating: 0x41, count: 3 * 4096 + 100))
+            let fd = open(top + "/m", O_RDWR)
+            #expect(fd >= 0)
+            defer { close(fd) }
+            let length = 3 * 4096 + 100
+            let p = mmap(nil, length, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)!
+            #expect(p != MAP_FAILED)
+            memset(p + 4000, 0x42, 200)
+            #expect(msync(p, length, MS_SYNC) == 0)
+            munmap(p, length)
+            var expected = [UInt8](repeating: 0x41, count: length)
+            for i in 4000..<4200 { expected[i] = 0x42 }
+            #expect(try readFile(top + "/m") == expected)
+            let name = try FileManager.default.contentsOfDirectory(atPath: lower)[0]
+            let raw = try readFile(lower + "/" + name)
+            #expect(raw.count == length)
+            if codec == "identity" { #expect(raw == expected) } else { #expect(raw[4000] != 0x42 && raw[4000] != raw[3999]) }
+        }
+    }
+
+    @Test("telldir/seekdir through a 10,000-entry directory returns every name exactly once", arguments: codecs)
+    func bigDirectory(codec: String) throws {
+        try withLayers([codec]) { top, _, _ in
+            let dir = top + "/big"
+            #expect(mkdir(dir, 0o755) == 0)
+            for i in 0..<10_000 { close(open(dir + "/Entry number \(i)", O_CREAT | O_WRONLY, 0o644)) }
+            guard let d = opendir(dir) else { Issue.record("opendir failed"); return }
+            defer { closedir(d) }
+            var seen: [String] = []
+            var marks: [(Int, Int)] = []  // (position in `seen`, telldir cookie)
+            while let e = readdir(d) {
+                let name = withUnsafePointer(to: e.pointee.d_name) { String(cString: UnsafeRawPointer($0).assumingMemoryBound(to: CChar.self)) }
+                if name != "." && name != ".." { seen.append(name) }
+                if seen.count % 997 == 0 { marks.append((seen.count, telldir(d))) }
+            }
+            #expect(seen.count == 10_000 && Set(seen).count == 10_000)
+            // Seeking back to any remembered cookie replays exactly the rest of the listing.
+            for (position, cookie) in marks.reversed() {
+                seekdir(d, cookie)
+                var rest: [String] = []
+                while let e = readdir(d) {
+                    rest.append(withUnsafePointer(to: e.pointee.d_name) { String(cString: UnsafeRawPointer($0).assumingMemoryBound(to: CChar.self)) })
+                }
+                #expect(rest.filter { $0 != "." && $0 != ".." } == Array(seen[position...]), "resume at \(position)")
+            }
+        }
+    }
+
+    @Test("flock and POSIX locks exclude each other through the mount")
+    func locks() throws {
+        try withLayers(["rot"]) { top, _, _ in
+            try writeFile(top + "/lock", [0])
+            // flock(1) holds an exclusive lock in another process; ours must fail at once.
+            let holder = Process()
+            holder.executableURL = URL(fileURLWithPath: "/usr/bin/flock")
+            holder.arguments = [top + "/lock", "sleep", "3"]
+            try holder.run()
+            usleep(500_000)
+            let fd = open(top + "/lock", O_RDWR)
+            defer { close(fd) }
+            #expect(flock(fd, LOCK_EX | LOCK_NB) == -1 && errno == EWOULDBLOCK)
+            holder.waitUntilExit()
+            #expect(flock(fd, LOCK_EX | LOCK_NB) == 0)
+            #expect(flock(fd, LOCK_UN) == 0)
+            // A POSIX record lock held by another process shows through F_GETLK.
+            let locker = Process()
+            locker.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
+            locker.arguments = ["-c", "import fcntl,sys,time; f=open(sys.argv[1],'r+'); fcntl.lockf(f, fcntl.LOCK_EX, 10, 0); print('locked', flush=True); time.sleep(3)", top + "/lock"]
+            let pipe = Pipe()
+            locker.standardOutput = pipe
+            try locker.run()
+            _ = pipe.fileHandleForReading.availableData  // "locked"
+            var q = flock()
+            q.l_type = Int16(F_WRLCK); q.l_whence = Int16(SEEK_SET); q.l_start = 0; q.l_len = 10
+            #expect(withUnsafeMutablePointer(to: &q) { wrapfs_fcntl_lock(fd, F_GETLK, $0) } == 0)
+            #expect(q.l_type == Int16(F_WRLCK) && q.l_pid == locker.processIdentifier)
+            var mine = flock()
+            mine.l_type = Int16(F_WRLCK); mine.l_whence = Int16(SEEK_SET); mine.l_start = 5; mine.l_len = 1
+            #expect(withUnsafeMutablePointer(to: &mine) { wrapfs_fcntl_lock(fd, F_SETLK, $0) } == -1)
+            locker.waitUntilExit()
+            #expect(withUnsafeMutablePointer(to: &mine) { wrapfs_fcntl_lock(fd, F_SETLK, $0) } == 0)
+        }
+    }
+}
