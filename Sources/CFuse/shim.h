@@ -19,6 +19,8 @@
 #include <linux/fs.h>
 #include <dirent.h>
 #include <syslog.h>
+#include <sys/vfs.h>
+#include <linux/stat.h>
 
 // GNU flags that <fcntl.h> hides without _GNU_SOURCE (which would clash with Swift's Glibc module).
 #ifdef O_PATH
@@ -88,6 +90,25 @@ static inline void wrapfs_close_inherited(void) {
     long max = sysconf(_SC_OPEN_MAX);
     if (syscall(SYS_close_range, 3U, ~0U, 0U) == 0) return;
     for (long fd = 3; fd < max; fd++) close((int)fd);
+}
+
+// Whether two O_PATH descriptors with the same inode number hold the same live file, asked of
+// the file system itself (not the attribute cache): 1 if size, times and link count agree.
+static inline int wrapfs_same_live_file(int a, int b) {
+    struct statx x, y;
+    int flags = 0x1000 /* AT_EMPTY_PATH */ | AT_SYMLINK_NOFOLLOW | 0x2000 /* AT_STATX_FORCE_SYNC */;
+    unsigned mask = STATX_NLINK | STATX_SIZE | STATX_MTIME | STATX_CTIME | STATX_INO;
+    if (syscall(SYS_statx, a, "", flags, mask, &x) != 0) return 0;
+    if (syscall(SYS_statx, b, "", flags, mask, &y) != 0) return 0;
+    return x.stx_nlink > 0 && x.stx_ino == y.stx_ino && x.stx_nlink == y.stx_nlink && x.stx_size == y.stx_size
+        && x.stx_mtime.tv_sec == y.stx_mtime.tv_sec && x.stx_mtime.tv_nsec == y.stx_mtime.tv_nsec
+        && x.stx_ctime.tv_sec == y.stx_ctime.tv_sec && x.stx_ctime.tv_nsec == y.stx_ctime.tv_nsec;
+}
+
+// The file-system type of a descriptor's file system (statfs f_type).
+static inline long wrapfs_fs_type(int fd) {
+    struct statfs sf;
+    return fstatfs(fd, &sf) == 0 ? (long)sf.f_type : 0;
 }
 
 static inline int wrapfs_errno(void) { return errno; }

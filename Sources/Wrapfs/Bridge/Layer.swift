@@ -119,10 +119,11 @@ public final class Layer {
 
     /// Runs a request body; an error becomes the errno reply. The body replies on success.
     @inline(__always)
-    func serve(_ req: fuse_req_t, _ body: () throws -> Void) {
+    func serve(_ req: fuse_req_t, function: StaticString = #function, _ body: () throws -> Void) {
         do {
             try body()
         } catch let e as Errno {
+            if log.logLevel <= .debug { log.debug("\(function): \(e)") }
             fuse_reply_err(req, e.rawValue)
         } catch {
             log.error("request failed: \(error)")

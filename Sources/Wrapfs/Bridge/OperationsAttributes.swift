@@ -34,7 +34,8 @@ extension Layer {
     func setattr(_ req: fuse_req_t, _ ino: fuse_ino_t, _ attr: stat, _ toSet: Int32, _ fi: UnsafeMutablePointer<fuse_file_info>?) {
         serve(req) {
             let inode = inodes.inode(ino)
-            let open = fi.flatMap { OpenFile.from($0) }
+            // Only regular files have OpenFile handles (a directory's handle is an OpenDirectory).
+            let open = inode.isRegular ? fi.flatMap { OpenFile.from($0) } : nil
             if toSet & FUSE_SET_ATTR_MODE != 0 {
                 if inode.isSymlink { throw Errno.EOPNOTSUPP }
                 if let open { try open.fd.chmod(attr.st_mode) } else { _ = try sys { fchmodat(AT_FDCWD, inode.fd.procPath, attr.st_mode, 0) } }
@@ -57,7 +58,9 @@ extension Layer {
                 if let open {
                     try open.fd.setTimes(times)
                 } else if inode.isSymlink {
-                    _ = try sys { utimensat(inode.fd.rawValue, "", times, AT_EMPTY_PATH) }
+                    // No descriptor-based call sets a symlink's times: use its current path.
+                    let path = try inode.fd.readLinkProc()
+                    _ = try sys { utimensat(AT_FDCWD, path, times, AT_SYMLINK_NOFOLLOW) }
                 } else {
                     _ = try sys { utimensat(AT_FDCWD, inode.fd.procPath, times, 0) }
                 }

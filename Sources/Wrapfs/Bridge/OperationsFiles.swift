@@ -140,9 +140,9 @@ extension Layer {
                 case 0:
                     try engine.allocate(file.lower, offset: Int64(off), length: Int64(len), keepSize: keep)
                 case FALLOC_FL_PUNCH_HOLE where keep:
-                    try engine.zeroRange(file.lower, offset: Int64(off), length: Int64(len))
+                    try engine.zeroRange(file.lower, offset: Int64(off), length: Int64(len), lowerMode: mode)
                 case FALLOC_FL_ZERO_RANGE:
-                    try engine.zeroRange(file.lower, offset: Int64(off), length: Int64(len))
+                    try engine.zeroRange(file.lower, offset: Int64(off), length: Int64(len), lowerMode: FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE)
                     if !keep, Int64(off + len) > (try engine.sizes(file.lower).logical) {
                         try engine.truncate(file.lower, to: Int64(off + len))
                     }

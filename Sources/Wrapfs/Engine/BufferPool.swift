@@ -42,6 +42,6 @@ final class BufferPool {
     }
 }
 
-extension Int {
-    func roundedUp(to multiple: Int) -> Int { (self + multiple - 1) / multiple * multiple }
+extension BinaryInteger {
+    func roundedUp(to multiple: Self) -> Self { (self + multiple - 1) / multiple * multiple }
 }

@@ -377,25 +377,30 @@ final class PageEngine {
     // MARK: holes and allocation
 
     /// Makes logical bytes `offset ..< offset+length` read as zeros without changing the size
-    /// (fallocate PUNCH_HOLE / ZERO_RANGE): whole pages become lower holes, edges are rewritten.
-    func zeroRange(_ file: LowerFile, offset: Int64, length: Int64) throws {
+    /// (fallocate PUNCH_HOLE or ZERO_RANGE, passed as `lowerMode` to the lower file): whole
+    /// pages become lower holes, partial edge pages are rewritten. A lower file system that
+    /// refuses the mode makes the layer refuse it too, before anything changes.
+    func zeroRange(_ file: LowerFile, offset: Int64, length: Int64, lowerMode: Int32) throws {
         let (lowerSize, size) = try sizes(file)
         let end = min(offset + length, size)
-        guard offset < end else { return }
         var holeFrom = (offset + pageSize - 1) / pageSize
         var holeTo = end / pageSize  // exclusive
         if end == size && size % pageSize != 0 && preserves { holeTo += 1 }  // a partial last page can be a hole too
         if !preserves && holeTo > (size - 1) / pageSize { holeTo = (size - 1) / pageSize }  // the last page keeps its record
-        if holeFrom < holeTo {
-            do {
-                try file.fd.allocate(mode: FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset: slotStart(holeFrom),
-                                     length: min(slotStart(holeTo), lowerSize) - slotStart(holeFrom))
-            } catch let e as Errno where e == .EOPNOTSUPP {
-                holeFrom = holeTo  // the lower file system cannot punch: write zeros instead
-            }
+        if offset < end && holeFrom < holeTo {
+            try file.fd.allocate(mode: lowerMode, offset: slotStart(holeFrom),
+                                 length: min(slotStart(holeTo), max(lowerSize, slotStart(holeFrom) + 1)) - slotStart(holeFrom))
         } else {
+            // No whole page to hand down: ask the lower file system past its end whether it can.
+            let probe = lowerSize.roundedUp(to: slotSize) + slotSize
+            try file.fd.allocate(mode: lowerMode, offset: probe, length: slotSize)
+            if lowerMode & FALLOC_FL_PUNCH_HOLE == 0 {
+                try? file.fd.allocate(mode: FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset: probe, length: slotSize)
+            }
             holeFrom = holeTo
         }
+        guard offset < end else { return }
+        if holeFrom > holeTo { holeFrom = holeTo }
         try writeZeros(file, from: offset, to: min(end, holeFrom * pageSize))
         try writeZeros(file, from: max(offset, holeTo * pageSize), to: end)
     }
@@ -415,9 +420,10 @@ final class PageEngine {
     /// Reserves lower space for logical bytes `offset ..< offset+length` (fallocate mode 0 or KEEP_SIZE).
     func allocate(_ file: LowerFile, offset: Int64, length: Int64, keepSize: Bool) throws {
         let (_, size) = try sizes(file)
-        if !keepSize && offset + length > size { try truncate(file, to: offset + length) }
         let first = offset / pageSize, last = (offset + length - 1) / pageSize
+        // Space first: a lower file system that cannot allocate leaves the size untouched.
         try file.fd.allocate(mode: FALLOC_FL_KEEP_SIZE, offset: slotStart(first), length: slotStart(last + 1) - slotStart(first))
+        if !keepSize && offset + length > size { try truncate(file, to: offset + length) }
     }
 
     // MARK: seek

@@ -10,9 +10,14 @@ final class InodeTable {
     private var byKey: [InodeKey: Inode] = [:]
     private let lock = Mutex()
 
+    /// A lower FUSE file system may give one inode number to two files (path-based ones built on
+    /// libfuse's high-level API, such as bindfs, do not pin their backing files): check hits.
+    private let verifyHits: Bool
+
     init(root: Inode) {
         self.root = root
         root.lookups = 1  // never forgotten
+        verifyHits = wrapfs_fs_type(root.fd.rawValue) == 0x6573_5546  // FUSE_SUPER_MAGIC
     }
 
     func inode(_ id: fuse_ino_t) -> Inode {
@@ -27,6 +32,7 @@ final class InodeTable {
 
     /// Records one kernel lookup of the file open as `fd` (O_PATH) with status `st`; returns its
     /// inode. If the file is known already, `fd` is closed and the known inode is returned.
+    /// A known inode that turns out to be another file (see `verifyHits`) is replaced, not reused.
     func remember(fd: FileDescriptor, stat st: stat) -> Inode {
         let key = InodeKey(st)
         if key == root.key {
@@ -34,7 +40,8 @@ final class InodeTable {
             return lock.locked { root.lookups += 1; return root }
         }
         let (inode, fresh) = lock.locked { () -> (Inode, Bool) in
-            if let known = byKey[key] {
+            if let known = byKey[key], known.fileType == st.st_mode & S_IFMT,
+               !verifyHits || wrapfs_same_live_file(known.fd.rawValue, fd.rawValue) != 0 {
                 known.lookups += 1
                 return (known, false)
             }

@@ -35,6 +35,54 @@ struct CommandResult {
     let timedOut: Bool
 }
 
+/// A child process started with posix_spawn, its output going to `outputPath`.
+final class Child {
+    let pid: pid_t
+    private(set) var exitStatus: Int32?
+
+    init(_ tool: String, _ args: [String], outputPath: String) throws {
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 1, outputPath, O_WRONLY | O_CREAT | O_APPEND, 0o600)
+        posix_spawn_file_actions_adddup2(&actions, 1, 2)
+        let cArgs = ([tool] + args).map { strdup($0) } + [nil]
+        let cEnv = ProcessInfo.processInfo.environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
+        defer { cArgs.forEach { free($0) }; cEnv.forEach { free($0) } }
+        var pid: pid_t = 0
+        let rc = posix_spawn(&pid, tool, &actions, nil, cArgs, cEnv)
+        guard rc == 0 else { throw POSIXError(POSIXErrorCode(rawValue: rc) ?? .EIO) }
+        self.pid = pid
+    }
+
+    var isRunning: Bool {
+        if exitStatus != nil { return false }
+        var status: Int32 = 0
+        let r = waitpid(pid, &status, WNOHANG)
+        if r == pid || (r < 0 && errno == ECHILD) {
+            exitStatus = status
+            return false
+        }
+        return true
+    }
+
+    /// Waits up to `timeout` seconds; true when the child has ended.
+    @discardableResult
+    func wait(timeout: Double) -> Bool {
+        let deadline = Date().addingTimeInterval(timeout)
+        while isRunning {
+            if Date() > deadline { return false }
+            usleep(10_000)
+        }
+        return true
+    }
+
+    func kill(_ signal: Int32 = SIGKILL) {
+        if isRunning { Glibc.kill(pid, signal) }
+    }
+}
+
 /// Runs a command, killing it after `timeout` seconds. Output is stdout and stderr together.
 /// (posix_spawn and waitpid, not Foundation's Process: a daemon that the command leaves behind
 /// must not keep us waiting.)
@@ -112,7 +160,7 @@ struct MountFailure: Error, CustomStringConvertible {
 final class Mounted {
     let lower: String
     let point: String
-    let process: Process
+    let daemon: Child
     let logPath: String
     private var unmounted = false
 
@@ -121,20 +169,12 @@ final class Mounted {
         self.lower = lower
         self.point = point
         logPath = point + ".log"
-        FileManager.default.createFile(atPath: logPath, contents: nil)
-        let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
-        process = Process()
-        process.executableURL = URL(fileURLWithPath: Build.mountTool)
-        process.arguments = [lower, point, "--codec", codec, "-f"] + extra
-        process.standardOutput = log
-        process.standardError = log
-        process.standardInput = FileHandle.nullDevice
-        try process.run()
+        daemon = try Child(Build.mountTool, [lower, point, "--codec", codec, "-f"] + extra, outputPath: logPath)
         let deadline = Date().addingTimeInterval(20)
         while !MountTable.isMounted(point) {
-            if !process.isRunning || Date() > deadline {
+            if !daemon.isRunning || Date() > deadline {
                 unmount()
-                throw MountFailure(description: "mount of \(lower) on \(point) did not come up: \(self.log)")
+                throw MountFailure(description: "mount of \(lower) on \(point) did not come up: \(log)")
             }
             usleep(20_000)
         }
@@ -150,13 +190,11 @@ final class Mounted {
             let r = try? run("/usr/bin/fusermount3", ["-u", point], timeout: 20)
             if r?.status != 0 { _ = try? run("/usr/bin/fusermount3", ["-u", "-z", point], timeout: 20) }
         }
-        let deadline = Date().addingTimeInterval(10)
-        while process.isRunning && Date() < deadline { usleep(20_000) }
-        if process.isRunning {
-            kill(process.processIdentifier, SIGKILL)
+        if !daemon.wait(timeout: 10) {
+            daemon.kill()
             if MountTable.isMounted(point) { _ = try? run("/usr/bin/fusermount3", ["-u", "-z", point], timeout: 20) }
+            daemon.wait(timeout: 10)
         }
-        process.waitUntilExit()
     }
 
     deinit { unmount() }
@@ -182,5 +220,11 @@ func withLayers<R>(_ codecs: [String], extra: [String] = [], lowerIn base: Strin
         mounts.append(try Mounted(lower: below, point: point, codec: codec, extra: extra))
         below = point
     }
-    return try body(below, lower, mounts)
+    do {
+        return try body(below, lower, mounts)
+    } catch {
+        // The daemons' own words help most when something differs.
+        let logs = mounts.map { "--- \($0.point) log (tail):\n" + String($0.log.suffix(4000)) }.joined(separator: "\n")
+        throw MountFailure(description: "\(error)\n\(logs)")
+    }
 }

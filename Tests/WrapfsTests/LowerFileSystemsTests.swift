@@ -1,0 +1,104 @@
+// Layers over tmpfs, ext4 and another FUSE file system (bindfs), and a layer stacked on a layer.
+import Foundation
+import Glibc
+import Testing
+
+/// Mounts a lower file system of `kind` in a scratch directory for `body`, and always unmounts it.
+func withLowerFileSystem(_ kind: String, _ body: (String) throws -> Void) throws {
+    let s = try Scratch("lowerfs")
+    defer { s.remove() }
+    let dir = try s.dir("fs")
+    switch kind {
+    case "tmpfs":
+        try sh("mount -t tmpfs -o size=512m tmpfs '\(dir)'")
+    case "ext4":
+        try sh("truncate -s 256M '\(s.path)/ext4.img' && mkfs.ext4 -q -F '\(s.path)/ext4.img' && mount -o loop '\(s.path)/ext4.img' '\(dir)'")
+    case "bindfs":
+        let backing = try s.dir("backing")
+        try sh("bindfs '\(backing)' '\(dir)'")
+    default:
+        throw MountFailure(description: "unknown lower file system \(kind)")
+    }
+    defer {
+        if kind == "bindfs" { _ = try? run("/usr/bin/fusermount3", ["-u", "-z", dir]) } else { _ = try? run("/bin/umount", ["-l", dir]) }
+    }
+    try body(dir)
+}
+
+@Suite("Lower file systems", .serialized, .enabled(if: Fuse.required, "needs /dev/fuse"))
+struct LowerFileSystemsTests {
+    @Test("the differential checker over tmpfs and ext4", .timeLimit(.minutes(5)),
+          arguments: ["tmpfs", "ext4"], [["identity"], ["rot"]])
+    func checker(kind: String, codecs: [String]) throws {
+        try withLowerFileSystem(kind) { base in
+            try withLayers(codecs, lowerIn: base) { top, _, _ in
+                let s = try Scratch("ref")
+                defer { s.remove() }
+                // The reference lives on the same kind of file system, so answers can agree.
+                let reference = base + "/reference"
+                try FileManager.default.createDirectory(atPath: reference, withIntermediateDirectories: true)
+                let checker = DifferentialChecker(subject: top, reference: reference, seed: 77)
+                try checker.run(operations: 1500)
+            }
+        }
+    }
+
+    /// bindfs is built on libfuse's path-based API; the checker's renames and links still find
+    /// differences there, and times tar sets through the layer do not all stick (open problems,
+    /// see docs/NOTES.md), so this checks names, modes, sizes, content and mmap.
+    @Test("tar round trip over another FUSE file system (bindfs)", .timeLimit(.minutes(5)), arguments: [["identity"], ["rot"]])
+    func overBindfs(codecs: [String]) throws {
+        let s = try Scratch("tar")
+        defer { s.remove() }
+        try makeTree(s.path + "/src")
+        try sh("tar -C '\(s.path)/src' -cf '\(s.path)/src.tar' . && mkdir '\(s.path)/plain' && tar -C '\(s.path)/plain' -xpf '\(s.path)/src.tar'")
+        try withLowerFileSystem("bindfs") { base in
+            try withLayers(codecs, lowerIn: base) { top, _, _ in
+                try sh("mkdir '\(top)/x' && tar -C '\(top)/x' -xpf '\(s.path)/src.tar'")
+                try expectSameTree(top + "/x", s.path + "/plain", noTimes: true)
+                let fd = open(top + "/x/big.bin", O_RDWR)
+                defer { close(fd) }
+                let p = mmap(nil, 8192, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)!
+                memset(p + 100, 0x5A, 5000)
+                #expect(msync(p, 8192, MS_SYNC) == 0)
+                munmap(p, 8192)
+                let back = try readFile(top + "/x/big.bin")
+                #expect(back[100..<5100].allSatisfy { $0 == 0x5A } && back.count == 3_145_728)
+            }
+        }
+    }
+
+    @Test("a petabyte-sized hole over tmpfs takes no space")
+    func petabyteOnTmpfs() throws {
+        try withLowerFileSystem("tmpfs") { base in
+            try withLayers(["rot"], lowerIn: base) { top, lower, _ in
+                let fd = open(top + "/huge", O_CREAT | O_RDWR, 0o644)
+                defer { close(fd) }
+                #expect(ftruncate(fd, 1 << 50) == 0)
+                #expect("end".withCString { pwrite(fd, $0, 3, (1 << 50) - 3) } == 3)
+                #expect(try statOf(top + "/huge").st_size == 1 << 50)
+                var b = [UInt8](repeating: 9, count: 4096)
+                #expect(b.withUnsafeMutableBytes { pread(fd, $0.baseAddress, 4096, 1 << 40) } == 4096 && b.allSatisfy { $0 == 0 })
+                #expect(b.withUnsafeMutableBytes { pread(fd, $0.baseAddress, 3, (1 << 50) - 3) } == 3 && Array(b[0..<3]) == Array("end".utf8))
+                let lowerFile = lower + "/" + (try FileManager.default.contentsOfDirectory(atPath: lower)[0])
+                #expect(try statOf(lowerFile).st_blocks <= 16)
+            }
+        }
+    }
+
+    @Test("a layer over another layer's mount point (stacking) shows the same tree")
+    func stacking() throws {
+        try withLayers(["rot", "identity", "rot"]) { top, lower, mounts in
+            try writeFile(top + "/Deep File", pattern(100_000))
+            #expect(try readFile(top + "/Deep File") == pattern(100_000))
+            // Each rot layer ROT13s names once: the middle (identity) layer shows the top one's lower tree.
+            #expect(try FileManager.default.contentsOfDirectory(atPath: mounts[1].point) == ["Qrrc Svyr"])
+            #expect(try FileManager.default.contentsOfDirectory(atPath: mounts[0].point) == ["Qrrc Svyr"])
+            #expect(try FileManager.default.contentsOfDirectory(atPath: lower) == ["Deep File"])
+            let middle = try readFile(mounts[1].point + "/Qrrc Svyr")
+            #expect(middle != pattern(100_000) && middle.count == 100_000)
+            #expect(try readFile(mounts[0].point + "/Qrrc Svyr") == middle, "identity passes pages unchanged")
+            #expect(try readFile(lower + "/Deep File") != middle)
+        }
+    }
+}
