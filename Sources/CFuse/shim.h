@@ -19,6 +19,7 @@
 #include <linux/fs.h>
 #include <dirent.h>
 #include <syslog.h>
+#include <sys/resource.h>
 #include <sys/vfs.h>
 #include <linux/stat.h>
 
@@ -111,15 +112,25 @@ static inline long wrapfs_fs_type(int fd) {
     return fstatfs(fd, &sf) == 0 ? (long)sf.f_type : 0;
 }
 
+// Every known inode holds a descriptor: raise the open-file limit as far as allowed
+// (as root, to the system's nr_open). Returns the new soft limit.
+static inline long wrapfs_raise_nofile(void) {
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return -1;
+    FILE *f = fopen("/proc/sys/fs/nr_open", "r");
+    long nr = 0;
+    if (f) { if (fscanf(f, "%ld", &nr) != 1) nr = 0; fclose(f); }
+    if (geteuid() == 0 && nr > 0 && (rlim_t)nr > rl.rlim_max) rl.rlim_max = (rlim_t)nr;
+    rl.rlim_cur = rl.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &rl) != 0) { getrlimit(RLIMIT_NOFILE, &rl); rl.rlim_cur = rl.rlim_max; setrlimit(RLIMIT_NOFILE, &rl); }
+    getrlimit(RLIMIT_NOFILE, &rl);
+    return (long)rl.rlim_cur;
+}
+
 static inline int wrapfs_errno(void) { return errno; }
 
 // fcntl(2) is variadic in C.
-static inline int wrapfs_fcntl_int(int fd, int cmd, int arg) { return fcntl(fd, cmd, arg); }
-
 static inline int wrapfs_fcntl_lock(int fd, int cmd, struct flock *lock) { return fcntl(fd, cmd, lock); }
-
-// ioctl(2) is variadic in C.
-static inline int wrapfs_ioctl_ptr(int fd, unsigned long req, void *arg) { return ioctl(fd, req, arg); }
 
 // syslog(3) is variadic in C.
 static inline void wrapfs_syslog(int priority, const char *message) { syslog(priority, "%s", message); }
@@ -127,8 +138,6 @@ static inline void wrapfs_syslog(int priority, const char *message) { syslog(pri
 // The fuse_file_info bitfields, read and written from Swift without relying on bitfield import.
 static inline void wrapfs_fi_set_keep_cache(struct fuse_file_info *fi, int v) { fi->keep_cache = v; }
 static inline void wrapfs_fi_set_direct_io(struct fuse_file_info *fi, int v) { fi->direct_io = v; }
-static inline void wrapfs_fi_set_parallel_direct_writes(struct fuse_file_info *fi, int v) { (void)fi; (void)v; }
-static inline void wrapfs_fi_set_noflush(struct fuse_file_info *fi, int v) { fi->noflush = v; }
 
 static inline int wrapfs_fi_writepage(const struct fuse_file_info *fi) { return fi->writepage; }
 

@@ -55,6 +55,7 @@ struct MountCommand: ParsableCommand {
 
     private func mount() throws {
         wrapfs_close_inherited()
+        _ = wrapfs_raise_nofile()
         BuiltinCodecs.register()
         let codec = try makeCodec()
         let lowerPath = try checkDirectory(lower, what: "lower directory", code: Exit.badLower)

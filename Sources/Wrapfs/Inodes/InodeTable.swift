@@ -63,6 +63,4 @@ final class InodeTable {
             if inode.lookups == 0, byKey[inode.key] === inode { byKey[inode.key] = nil }
         }
     }
-
-    var count: Int { lock.locked { byKey.count } }
 }
