@@ -21,7 +21,9 @@ let package = Package(
             "CFuse",
             .product(name: "Logging", package: "swift-log"),
         ]),
-        .target(name: "Codecs", dependencies: ["Wrapfs"]),
+        .systemLibrary(name: "CZlib", pkgConfig: "zlib",
+                       providers: [.apt(["zlib1g-dev"])]),
+        .target(name: "Codecs", dependencies: ["Wrapfs", "CZlib"]),
         .executableTarget(name: "wrapfs-mount", dependencies: [
             "Wrapfs", "Codecs", "CFuse",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),

@@ -10,6 +10,9 @@ public enum BuiltinCodecs {
         registry.register(CodecDescriptor(name: "rot", summary: "byte rotation of content, ROT13 of names (size-preserving)") { o in
             try RotCodec(shift: try o.int("shift", default: 13), pageSize: try pageSizeOption(o))
         })
+        registry.register(CodecDescriptor(name: "gzip", summary: "zlib deflate per page in fixed slots (size-changing; options page-size, level)") { o in
+            try GzipCodec(pageSize: try pageSizeOption(o, default: 65536), level: try o.int("level", default: 6))
+        })
     }
 
     static func pageSizeOption(_ o: CodecOptions, default value: Int = 4096) throws -> Int {

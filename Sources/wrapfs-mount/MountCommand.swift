@@ -35,6 +35,7 @@ struct MountCommand: ParsableCommand {
     @Option(help: "Seconds the kernel caches names.") var entryTimeout: Double = 1
     @Option(help: "Seconds the kernel caches missing names.") var negativeTimeout: Double = 1
     @Option(help: "Largest write request in bytes (4096...1048576).") var maxWrite = 1 << 20
+    @Flag(help: "Do not offer readdirplus to the kernel.") var noReaddirplus = false
     @Flag(name: [.customShort("v"), .long], help: "Log debug lines.") var verbose = false
 
     func validate() throws {
@@ -88,6 +89,7 @@ struct MountCommand: ParsableCommand {
         options.entryTimeout = entryTimeout
         options.negativeTimeout = negativeTimeout
         options.maxWrite = maxWrite
+        options.readdirPlus = !noReaddirplus
         umask(0)  // modes come from the kernel with the caller's umask applied
         let layer: Layer
         do {

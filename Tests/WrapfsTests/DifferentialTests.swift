@@ -24,4 +24,13 @@ struct DifferentialTests {
 
     @Test("rot stacked on rot", .timeLimit(.minutes(10)), arguments: seeds)
     func rotOnRot(seed: UInt64) throws { try Self.check(["rot", "rot"], seed: seed) }
+
+    @Test("gzip", .timeLimit(.minutes(10)), arguments: seeds)
+    func gzip(seed: UInt64) throws { try Self.check(["gzip"], seed: seed) }
+
+    @Test("gzip with 4 KiB pages", .timeLimit(.minutes(10)), arguments: seeds)
+    func gzipSmallPages(seed: UInt64) throws { try Self.check(["gzip"], seed: seed, extra: ["--codec-option", "page-size=4096"]) }
+
+    @Test("gzip stacked under rot", .timeLimit(.minutes(10)), arguments: seeds)
+    func gzipUnderRot(seed: UInt64) throws { try Self.check(["gzip", "rot"], seed: seed) }
 }

@@ -18,6 +18,8 @@ public struct LayerOptions {
     public var maxWrite = 1 << 20
     /// Worker threads (0: libfuse's default).
     public var threads = 0
+    /// Offer readdirplus (names with attributes in one reply) to the kernel.
+    public var readdirPlus = true
     /// Serve requests on one thread (for debugging).
     public var singleThreaded = false
 

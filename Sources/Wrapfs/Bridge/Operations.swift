@@ -61,6 +61,9 @@ extension Layer {
             conn.pointee.want |= UInt32(FUSE_CAP_WRITEBACK_CACHE)
         }
         conn.pointee.max_write = UInt32(min(options.maxWrite, 1 << 20))
+        if !options.readdirPlus {
+            conn.pointee.want &= ~UInt32(FUSE_CAP_READDIRPLUS | FUSE_CAP_READDIRPLUS_AUTO)
+        }
         if conn.pointee.capable & UInt32(FUSE_CAP_AUTO_INVAL_DATA) != 0 {
             conn.pointee.want |= UInt32(FUSE_CAP_AUTO_INVAL_DATA)
         }

@@ -312,9 +312,30 @@ final class PageEngine {
         try pool.with(Int(pageSize)) { page in
             try loadPage(file, header: header, index: index, size: size, lowerSize: lowerSize, into: page)
             let kept = UnsafeMutableRawBufferPointer(rebasing: page[0..<newLength])
-            if kept.isAllZero && (preserves || !becomesLast) { return }
+            if kept.isAllZero && (preserves || !becomesLast) {
+                // Zeros need no record: a size-preserving slot already reads as zeros, any other
+                // slot (which may hold a short record) becomes a hole.
+                if !preserves && slotStart(index) < lowerSize {
+                    try punchSlots(file, from: index, to: index + 1, lowerSize: lowerSize)
+                }
+                return
+            }
             try storePages(file, header: header, first: index, plain: kept,
                            newSize: index * pageSize + Int64(newLength), lowerSize: lowerSize)
+        }
+    }
+
+    /// Makes slots `from ..< to` holes (written as zeros where the lower file cannot punch).
+    private func punchSlots(_ file: LowerFile, from: Int64, to: Int64, lowerSize: Int64) throws {
+        let start = slotStart(from), end = min(slotStart(to), lowerSize)
+        guard start < end else { return }
+        do {
+            try file.fd.allocate(mode: FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset: start, length: end - start)
+        } catch let e as Errno where e == .EOPNOTSUPP {
+            try pool.with(Int(end - start)) { zeros in
+                zeros.initializeMemory(as: UInt8.self, repeating: 0)
+                try file.fd.write(UnsafeRawBufferPointer(zeros), at: start)
+            }
         }
     }
 
@@ -446,17 +467,31 @@ final class PageEngine {
             if result >= size { throw Errno.ENXIO }
             return result
         }
-        // SEEK_HOLE: the first page whose whole slot is a lower hole, or the end of file.
-        while true {
+        // SEEK_HOLE: the first page whose slot is all zeros, or the end of file. Slots need not
+        // be block-aligned, so the lower answers only narrow the search; bytes decide, and
+        // every round moves past at least one page.
+        let lastPage = (size - 1) / pageSize
+        while page < lastPage {
             let r = try file.fd.seek(slotStart(page), whence: SEEK_HOLE)
             if r >= lowerSize { return size }
             let candidate = max(page, (r - headerSize + slotSize - 1) / slotSize)
+            if candidate >= lastPage { return size }
             let next: Int64
             do { next = try file.fd.seek(slotStart(candidate), whence: SEEK_DATA) } catch let e as Errno where e == .ENXIO { next = lowerSize }
-            if next >= slotStart(candidate + 1) || next >= lowerSize {
+            if try next >= slotStart(candidate + 1) || slotIsZero(file, candidate, lowerSize: lowerSize) {
                 return min(max(offset, candidate * pageSize), size)
             }
-            page = (next - headerSize) / slotSize
+            page = max(candidate + 1, (next - headerSize) / slotSize)
+        }
+        return size
+    }
+
+    private func slotIsZero(_ file: LowerFile, _ index: Int64, lowerSize: Int64) throws -> Bool {
+        let length = Int(min(slotSize, lowerSize - slotStart(index)))
+        guard length > 0 else { return true }
+        return try pool.with(length) { buf in
+            let n = try file.fd.read(into: buf, at: slotStart(index))
+            return UnsafeRawBufferPointer(rebasing: buf[0..<n]).isAllZero
         }
     }
 }
