@@ -58,8 +58,8 @@ struct MountCommand: ParsableCommand {
         wrapfs_close_inherited()
         _ = wrapfs_raise_nofile()
         BuiltinCodecs.register()
-        let codec = try makeCodec()
         let lowerPath = try checkDirectory(lower, what: "lower directory", code: Exit.badLower)
+        _ = try makeCodec(lower: nil)  // unknown codec or bad option: found before anything is touched
         let mountPath = try checkDirectory(mountpoint, what: "mount point", code: Exit.badMountpoint)
         if MountTable.isMountPoint(mountPath) {
             throw Failure("mount point \(mountPath) is already mounted (unmount it first: wrapfs-mount unmount \(mountPath))", Exit.alreadyMounted)
@@ -68,6 +68,7 @@ struct MountCommand: ParsableCommand {
         if stat("/dev/fuse", &device) != 0 || device.st_mode & S_IFMT != S_IFCHR {
             throw Failure("/dev/fuse is unavailable (missing or not a character device): load the fuse module and install fuse3", Exit.noFuseDevice)
         }
+        let (codec, isVolume) = try makeCodec(lower: lowerPath)
         let fuseDevice = open("/dev/fuse", O_RDWR | O_CLOEXEC)
         if fuseDevice < 0 {
             throw Failure("/dev/fuse is unavailable (\(String(cString: strerror(errno)))): load the fuse module and install fuse3", Exit.noFuseDevice)
@@ -90,6 +91,7 @@ struct MountCommand: ParsableCommand {
         options.negativeTimeout = negativeTimeout
         options.maxWrite = maxWrite
         options.readdirPlus = !noReaddirplus
+        if isVolume { options.hiddenRootNames = [VolumeFile.name] }
         umask(0)  // modes come from the kernel with the caller's umask applied
         let layer: Layer
         do {
@@ -108,7 +110,8 @@ struct MountCommand: ParsableCommand {
         }
     }
 
-    private func makeCodec() throws -> Codec {
+    /// Makes the codec; a size-changing codec's options come from (and go to) the volume file.
+    private func makeCodec(lower: String?) throws -> (Codec, volume: Bool) {
         var values: [String: String] = [:]
         for o in codecOptions {
             let kv = o.split(separator: "=", maxSplits: 1).map(String.init)
@@ -116,13 +119,27 @@ struct MountCommand: ParsableCommand {
         }
         let names = codec.split(separator: ",").map(String.init)
         guard names.count == 1 else { throw Failure("codec chains are not available yet: use one codec", Exit.unknownCodec) }
-        do {
-            return try CodecRegistry.shared.make(names[0], options: CodecOptions(values))
-        } catch let e as UnknownCodec {
-            throw Failure("\(e)", Exit.unknownCodec)
-        } catch {
-            throw Failure("codec \(names[0]): \(error)", Exit.badOption)
+        func make(_ values: [String: String]) throws -> Codec {
+            do {
+                return try CodecRegistry.shared.make(names[0], options: CodecOptions(values))
+            } catch let e as UnknownCodec {
+                throw Failure("\(e)", Exit.unknownCodec)
+            } catch {
+                throw Failure("codec \(names[0]): \(error)", Exit.badOption)
+            }
         }
+        let first = try make(values)
+        guard let lower else { return (first, false) }
+        if first.preservesSize, try VolumeFile.load(from: lower) == nil { return (first, false) }
+        let merged = try VolumeFile.reconcile(lower: lower, codec: names[0], asked: values, pageSize: first.pageSize)
+        let codec = try make(merged)
+        var stored = merged
+        stored["page-size"] = String(codec.pageSize)
+        stored["level"] = nil
+        if try VolumeFile.load(from: lower) == nil {
+            try VolumeFile(codec: names[0], options: stored).save(in: lower)
+        }
+        return (codec, true)
     }
 
     private func checkDirectory(_ path: String, what: String, code: ExitCode) throws -> String {

@@ -51,7 +51,7 @@ func expectSameTree(_ a: String, _ b: String, fileTimesOnly: Bool = false, noTim
 
 @Suite("Programs", .serialized, .enabled(if: Fuse.required, "needs /dev/fuse"))
 struct ProgramsTests {
-    static let stacks = [["identity"], ["rot"], ["rot", "rot"]]
+    static let stacks = [["identity"], ["rot"], ["rot", "rot"], ["gzip"]]
 
     @Test("tar round trip of a 2,100-file tree", .timeLimit(.minutes(5)), arguments: stacks)
     func tarRoundTrip(codecs: [String]) throws {

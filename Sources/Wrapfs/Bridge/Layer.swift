@@ -33,11 +33,17 @@ public final class Layer {
     // MARK: names
 
     /// The lower name for an upper path component, as a C string.
-    func lowerName(_ name: UnsafePointer<CChar>) throws -> [CChar] {
+    func lowerName(_ name: UnsafePointer<CChar>, in parent: Inode) throws -> [CChar] {
         let encoded: [UInt8]
         do { encoded = try codec.encodeName(Layer.bytes(name)) } catch { throw Errno.EINVAL }
         if encoded.count > Int(NAME_MAX) { throw Errno.ENAMETOOLONG }
+        if parent === inodes.root && !options.hiddenRootNames.isEmpty && isHidden(encoded) { throw Errno.EPERM }
         return Self.cString(encoded)
+    }
+
+    /// The layer's own files in the lower root (see `LayerOptions.hiddenRootNames`).
+    func isHidden(_ lowerName: [UInt8]) -> Bool {
+        options.hiddenRootNames.contains(String(decoding: lowerName, as: UTF8.self))
     }
 
     /// The upper name for a lower directory entry, or nil when the codec does not own it.

@@ -20,6 +20,8 @@ public struct LayerOptions {
     public var threads = 0
     /// Offer readdirplus (names with attributes in one reply) to the kernel.
     public var readdirPlus = true
+    /// Names in the lower root that belong to the layer (its volume file): never shown, never usable.
+    public var hiddenRootNames: Set<String> = []
     /// Serve requests on one thread (for debugging).
     public var singleThreaded = false
 

@@ -61,6 +61,8 @@ final class OpenDirectory {
     /// Cookie -> index in `entries` of the entry after it.
     var indexAfter: [off_t: Int] = [:]
     var exhausted = false
+    /// The layer's root, where its own files are hidden.
+    var isRoot = false
 
     init(stream: OpaquePointer) { self.stream = stream }
     deinit { closedir(stream) }

@@ -6,7 +6,8 @@ extension Layer {
     func lookup(_ req: fuse_req_t, _ parent: fuse_ino_t, _ name: UnsafePointer<CChar>) {
         serve(req) {
             let dir = inodes.inode(parent)
-            let lname = try lowerName(name)
+            let lname: [CChar]
+            do { lname = try lowerName(name, in: dir) } catch let e as Errno where e == .EPERM { throw Errno.ENOENT }
             do {
                 reply(req, entry: try entry(parent: dir, lowerName: lname))
             } catch let e as Errno where e == .ENOENT && options.negativeTimeout > 0 {

@@ -11,7 +11,9 @@ extension Layer {
                 fd.close()
                 throw e
             }
-            OpenDirectory(stream: stream).attach(fi)
+            let d = OpenDirectory(stream: stream)
+            d.isRoot = ino == FUSE_ROOT_ID
+            d.attach(fi)
             if fuse_reply_open(req, fi) != 0 { OpenDirectory.detach(fi) }
         }
     }
@@ -62,6 +64,10 @@ extension Layer {
                 st.st_mode = mode_t(ent.type) << 12
                 let room = size - used
                 let entrySize: Int
+                if d.isRoot && !options.hiddenRootNames.isEmpty && !ent.lowerName.isEmpty && isHidden(ent.lowerName.dropLast().map { UInt8(bitPattern: $0) }) {
+                    index += 1  // the layer's own file
+                    continue
+                }
                 if plus {
                     var e = fuse_entry_param()
                     e.attr = st

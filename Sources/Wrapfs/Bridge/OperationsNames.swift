@@ -8,7 +8,7 @@ extension Layer {
                            _ make: (Inode, UnsafePointer<CChar>) throws -> Void) {
         serve(req) {
             let dir = inodes.inode(parent)
-            let lname = try lowerName(name)
+            let lname = try lowerName(name, in: dir)
             try lname.withUnsafeBufferPointer { n in
                 try make(dir, n.baseAddress!)
                 adoptOwnership(req, parent: dir, lowerName: n.baseAddress!)
@@ -51,7 +51,8 @@ extension Layer {
 
     func remove(_ req: fuse_req_t, _ parent: fuse_ino_t, _ name: UnsafePointer<CChar>, directory: Bool) {
         serve(req) {
-            try inodes.inode(parent).fd.unlinkAt(try lowerName(name), directory: directory)
+            let dir = inodes.inode(parent)
+            try dir.fd.unlinkAt(try lowerName(name, in: dir), directory: directory)
             fuse_reply_err(req, 0)
         }
     }
@@ -59,7 +60,8 @@ extension Layer {
     func rename(_ req: fuse_req_t, _ parent: fuse_ino_t, _ name: UnsafePointer<CChar>,
                 _ newParent: fuse_ino_t, _ newName: UnsafePointer<CChar>, _ flags: UInt32) {
         serve(req) {
-            try inodes.inode(parent).fd.renameAt(try lowerName(name), to: inodes.inode(newParent).fd, try lowerName(newName), flags: flags)
+            let from = inodes.inode(parent), to = inodes.inode(newParent)
+            try from.fd.renameAt(try lowerName(name, in: from), to: to.fd, try lowerName(newName, in: to), flags: flags)
             fuse_reply_err(req, 0)
         }
     }
@@ -67,7 +69,7 @@ extension Layer {
     func link(_ req: fuse_req_t, _ ino: fuse_ino_t, _ newParent: fuse_ino_t, _ newName: UnsafePointer<CChar>) {
         serve(req) {
             let dir = inodes.inode(newParent)
-            let lname = try lowerName(newName)
+            let lname = try lowerName(newName, in: dir)
             try inodes.inode(ino).fd.linkTo(dir.fd, lname)
             reply(req, entry: try entry(parent: dir, lowerName: lname))
         }

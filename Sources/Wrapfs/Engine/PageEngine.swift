@@ -1,4 +1,5 @@
 // PageEngine: reads, writes, truncates and seeks file content one page at a time through a codec.
+import Dispatch
 import Glibc
 import CFuse
 import Logging
@@ -257,13 +258,27 @@ final class PageEngine {
                 return
             }
             try pool.with(pages * Int(slotSize)) { slots in
+                // Encode every page first, on all cores when there are several (pages are independent).
+                var encoded = [Int](repeating: 0, count: pages)
+                var failure: Error?
+                let failureLock = Mutex()
+                encoded.withUnsafeMutableBufferPointer { buffer in
+                    let lengths = buffer  // a copy of the pointer, so the closure may capture it
+                    func encodeOne(_ k: Int) {
+                        let page = UnsafeRawBufferPointer(rebasing: plain[k * Int(pageSize)..<min((k + 1) * Int(pageSize), count)])
+                        let slot = UnsafeMutableRawBufferPointer(rebasing: slots[k * Int(slotSize)..<(k + 1) * Int(slotSize)])
+                        do { lengths[k] = try encodePage(page, into: slot, index: first + Int64(k), header: h) } catch {
+                            failureLock.locked { failure = failure ?? error }
+                        }
+                    }
+                    if pages > 1 { DispatchQueue.concurrentPerform(iterations: pages, execute: encodeOne) } else { encodeOne(0) }
+                }
+                if let failure { throw failure }
                 var runStart = 0, runBytes = 0
                 var lastEncoded = 0
                 for k in 0..<pages {
                     let index = first + Int64(k)
-                    let page = UnsafeRawBufferPointer(rebasing: plain[k * Int(pageSize)..<min((k + 1) * Int(pageSize), count)])
-                    let slot = UnsafeMutableRawBufferPointer(rebasing: slots[k * Int(slotSize)..<(k + 1) * Int(slotSize)])
-                    let e = try encodePage(page, into: slot, index: index, header: h)
+                    let e = encoded[k]
                     lastEncoded = e
                     runBytes += e
                     // A run of slots goes out in one pwrite while each slot fills its place.
