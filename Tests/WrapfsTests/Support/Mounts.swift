@@ -40,7 +40,7 @@ final class Child {
     let pid: pid_t
     private(set) var exitStatus: Int32?
 
-    init(_ tool: String, _ args: [String], outputPath: String) throws {
+    init(_ tool: String, _ args: [String], outputPath: String, environment: [String: String]? = nil) throws {
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
@@ -48,7 +48,8 @@ final class Child {
         posix_spawn_file_actions_addopen(&actions, 1, outputPath, O_WRONLY | O_CREAT | O_APPEND, 0o600)
         posix_spawn_file_actions_adddup2(&actions, 1, 2)
         let cArgs = ([tool] + args).map { strdup($0) } + [nil]
-        let cEnv = ProcessInfo.processInfo.environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
+        let env = ProcessInfo.processInfo.environment.merging(environment ?? [:]) { $1 }
+        let cEnv = env.map { strdup("\($0.key)=\($0.value)") } + [nil]
         defer { cArgs.forEach { free($0) }; cEnv.forEach { free($0) } }
         var pid: pid_t = 0
         let rc = posix_spawn(&pid, tool, &actions, nil, cArgs, cEnv)
@@ -90,39 +91,15 @@ final class Child {
 func run(_ tool: String, _ args: [String], cwd: String? = nil, timeout: Double = 120, environment: [String: String]? = nil) throws -> CommandResult {
     let outPath = "/tmp/wrapfs-cmd-\(UUID().uuidString)"
     defer { unlink(outPath) }
-    var actions = posix_spawn_file_actions_t()
-    posix_spawn_file_actions_init(&actions)
-    defer { posix_spawn_file_actions_destroy(&actions) }
-    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-    posix_spawn_file_actions_addopen(&actions, 1, outPath, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
-    posix_spawn_file_actions_adddup2(&actions, 1, 2)
-    var script = ""
-    if let cwd { script = "cd '\(cwd)' && " }
-    let argv0 = ["/bin/sh", "-c", script + "exec \"$0\" \"$@\"", tool] + args
-    var env = ProcessInfo.processInfo.environment
-    if let environment { env.merge(environment) { $1 } }
-    let cArgs = argv0.map { strdup($0) } + [nil]
-    let cEnv = env.map { strdup("\($0.key)=\($0.value)") } + [nil]
-    defer { cArgs.forEach { free($0) }; cEnv.forEach { free($0) } }
-    var pid: pid_t = 0
-    let rc = posix_spawn(&pid, "/bin/sh", &actions, nil, cArgs, cEnv)
-    guard rc == 0 else { throw POSIXError(POSIXErrorCode(rawValue: rc) ?? .EIO) }
-    let deadline = Date().addingTimeInterval(timeout)
-    var status: Int32 = 0
-    var timedOut = false
-    while true {
-        let r = waitpid(pid, &status, WNOHANG)
-        if r == pid { break }
-        if r < 0 && errno != EINTR { break }
-        if Date() > deadline {
-            timedOut = true
-            kill(pid, SIGKILL)
-            waitpid(pid, &status, 0)
-            break
-        }
-        usleep(5_000)
+    let script = (cwd.map { "cd '\($0)' && " } ?? "") + "exec \"$0\" \"$@\""
+    let child = try Child("/bin/sh", ["-c", script, tool] + args, outputPath: outPath, environment: environment)
+    let timedOut = !child.wait(timeout: timeout)
+    if timedOut {
+        child.kill()
+        child.wait(timeout: 10)
     }
     let text = (try? String(contentsOfFile: outPath, encoding: .utf8)) ?? ""
+    let status = child.exitStatus ?? 0
     let exit: Int32 = (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
     return CommandResult(status: timedOut ? -1 : exit, output: text, timedOut: timedOut)
 }
