@@ -70,6 +70,30 @@ struct CommandLineTests {
         #expect(r.status == 0 && !MountTable.isMounted(mnt), "\(r)")
     }
 
+    @Test("the detached daemon holds none of its starter's descriptors, so $(wrapfs-mount ...) returns")
+    func closesInheritedDescriptors() throws {
+        let s = try Scratch("cli")
+        defer { s.remove() }
+        let lower = try s.dir("lower"), mnt = try s.dir("mnt")
+        defer { if MountTable.isMounted(mnt) { _ = try? run("/usr/bin/fusermount3", ["-u", "-z", mnt]) } }
+        // Command substitution waits for every holder of the pipe. Detaching points 0-2 at /dev/null,
+        // so the pipe is also handed over as descriptor 5: a daemon that kept it would hang here.
+        let r = try run("/bin/bash", ["-c", "out=$(\(Build.mountTool) \(lower) \(mnt) 5>&1); echo returned"], timeout: 10)
+        #expect(!r.timedOut && r.output.contains("returned"), "\(r)")
+        #expect(MountTable.isMounted(mnt))
+        #expect(try run("/usr/bin/fusermount3", ["-u", mnt]).status == 0)
+    }
+
+    @Test("the daemon raises its open-file limit to the hard limit (one descriptor per known inode)")
+    func raisesOpenFileLimit() throws {
+        try withLayers(["identity"]) { _, _, mounts in
+            let limits = try String(contentsOfFile: "/proc/\(mounts[0].daemon.pid)/limits", encoding: .utf8)
+            let line = limits.split(separator: "\n").first { $0.hasPrefix("Max open files") }!
+            let fields = line.split(separator: " ").suffix(3)  // soft hard unit
+            #expect(fields.first == fields.dropFirst().first, "\(line)")
+        }
+    }
+
     @Test("-o ro makes a read-only mount")
     func readOnly() throws {
         try withLayers(["rot"], extra: ["-o", "ro"]) { top, lower, _ in

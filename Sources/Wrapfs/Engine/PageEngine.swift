@@ -259,21 +259,21 @@ final class PageEngine {
             }
             try pool.with(pages * Int(slotSize)) { slots in
                 // Encode every page first, on all cores when there are several (pages are independent).
+                // Each page writes only its own entries: no lock needed.
                 var encoded = [Int](repeating: 0, count: pages)
-                var failure: Error?
-                let failureLock = Mutex()
-                encoded.withUnsafeMutableBufferPointer { buffer in
-                    let lengths = buffer  // a copy of the pointer, so the closure may capture it
-                    func encodeOne(_ k: Int) {
-                        let page = UnsafeRawBufferPointer(rebasing: plain[k * Int(pageSize)..<min((k + 1) * Int(pageSize), count)])
-                        let slot = UnsafeMutableRawBufferPointer(rebasing: slots[k * Int(slotSize)..<(k + 1) * Int(slotSize)])
-                        do { lengths[k] = try encodePage(page, into: slot, index: first + Int64(k), header: h) } catch {
-                            failureLock.locked { failure = failure ?? error }
+                var failures = [Error?](repeating: nil, count: pages)
+                encoded.withUnsafeMutableBufferPointer { lengthBuffer in
+                    failures.withUnsafeMutableBufferPointer { failureBuffer in
+                        let lengths = lengthBuffer, errors = failureBuffer  // copies the closure may capture
+                        func encodeOne(_ k: Int) {
+                            let page = UnsafeRawBufferPointer(rebasing: plain[k * Int(pageSize)..<min((k + 1) * Int(pageSize), count)])
+                            let slot = UnsafeMutableRawBufferPointer(rebasing: slots[k * Int(slotSize)..<(k + 1) * Int(slotSize)])
+                            do { lengths[k] = try encodePage(page, into: slot, index: first + Int64(k), header: h) } catch { errors[k] = error }
                         }
+                        if pages > 1 { DispatchQueue.concurrentPerform(iterations: pages, execute: encodeOne) } else { encodeOne(0) }
                     }
-                    if pages > 1 { DispatchQueue.concurrentPerform(iterations: pages, execute: encodeOne) } else { encodeOne(0) }
                 }
-                if let failure { throw failure }
+                if let failure = failures.lazy.compactMap({ $0 }).first { throw failure }
                 var runStart = 0, runBytes = 0
                 var lastEncoded = 0
                 for k in 0..<pages {

@@ -68,12 +68,6 @@ public struct FileDescriptor: Hashable, Sendable {
         return st
     }
 
-    public func statAt(_ name: UnsafePointer<CChar>) throws -> stat {
-        var st = Glibc.stat()
-        _ = try sys { fstatat(rawValue, name, &st, AT_SYMLINK_NOFOLLOW) }
-        return st
-    }
-
     public func statfs() throws -> statvfs {
         var sv = statvfs()
         _ = try sys { fstatvfs(rawValue, &sv) }
