@@ -85,6 +85,26 @@ public final class Layer {
         return e
     }
 
+    /// The entry for `lowerName` in `parent` when the stream said it is inode `ino` of type
+    /// `type`: a file the kernel knows already is answered from its descriptor, without
+    /// opening the name again (rm -rf and ls read each directory twice).
+    func entry(parent: Inode, lowerName: UnsafePointer<CChar>, ino: UInt64, type: mode_t) throws -> fuse_entry_param {
+        guard type != 0, let known = inodes.rememberKnown(InodeKey(dev: parent.key.dev, ino: ino), type: type) else {
+            return try entry(parent: parent, lowerName: lowerName)
+        }
+        var e = fuse_entry_param()
+        e.ino = inodes.id(of: known)
+        do {
+            e.attr = try attributes(known)
+        } catch {
+            inodes.forget(e.ino, count: 1)
+            throw error
+        }
+        e.attr_timeout = options.attributeTimeout
+        e.entry_timeout = options.entryTimeout
+        return e
+    }
+
     /// The attributes the layer shows for `inode`: the lower ones, with logical sizes.
     func attributes(_ inode: Inode, _ lower: stat? = nil) throws -> stat {
         var st = try lower ?? inode.fd.stat()

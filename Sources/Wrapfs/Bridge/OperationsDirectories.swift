@@ -72,7 +72,7 @@ extension Layer {
                     var e = fuse_entry_param()
                     e.attr = st
                     if !ent.lowerName.isEmpty {
-                        guard let found = try? ent.lowerName.withUnsafeBufferPointer({ try entry(parent: parent, lowerName: $0.baseAddress!) }) else {
+                        guard let found = try? ent.lowerName.withUnsafeBufferPointer({ try entry(parent: parent, lowerName: $0.baseAddress!, ino: UInt64(ent.ino), type: st.st_mode) }) else {
                             index += 1  // vanished since the stream read it
                             continue
                         }

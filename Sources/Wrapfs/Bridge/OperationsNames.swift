@@ -52,6 +52,7 @@ extension Layer {
     func remove(_ req: fuse_req_t, _ parent: fuse_ino_t, _ name: UnsafePointer<CChar>, directory: Bool) {
         serve(req) {
             let dir = inodes.inode(parent)
+            if directory { inodes.closing.waitUntilIdle(milliseconds: 100) }
             try dir.fd.unlinkAt(try lowerName(name, in: dir), directory: directory)
             fuse_reply_err(req, 0)
         }

@@ -9,6 +9,10 @@ struct InodeKey: Hashable {
         dev = UInt64(st.st_dev)
         ino = UInt64(st.st_ino)
     }
+    init(dev: UInt64, ino: UInt64) {
+        self.dev = dev
+        self.ino = ino
+    }
 }
 
 /// A lower file the kernel has looked up. All access to it goes through `fd` (O_PATH) with

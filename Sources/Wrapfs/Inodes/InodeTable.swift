@@ -54,13 +54,33 @@ final class InodeTable {
         return inode
     }
 
-    /// Lowers the lookup count by `count`; the inode (and its descriptor) goes at zero.
-    func forget(_ id: fuse_ino_t, count: UInt64) {
-        let inode = self.inode(id)
-        if inode === root { return }
-        lock.locked {
-            inode.lookups -= min(count, inode.lookups)
-            if inode.lookups == 0, byKey[inode.key] === inode { byKey[inode.key] = nil }
+    /// Records one more kernel lookup of a file known as `key` with type `type`, if the table
+    /// holds it; nil otherwise (and always on lower FUSE file systems, see `verifyHits`).
+    /// Safe on local file systems: the held O_PATH descriptor pins the inode, so its number
+    /// cannot have been given to another file.
+    func rememberKnown(_ key: InodeKey, type: mode_t) -> Inode? {
+        if verifyHits { return nil }
+        return lock.locked {
+            guard let known = byKey[key], known.fileType == type, known !== root else { return nil }
+            known.lookups += 1
+            return known
         }
     }
+
+    /// Lowers the lookup count by `count`; the inode (and its descriptor) goes at zero.
+    func forget(_ id: fuse_ino_t, count: UInt64) {
+        if id == FUSE_ROOT_ID { return }
+        var doomed = lock.locked { () -> Inode? in
+            let inode = self.inode(id)
+            inode.lookups -= min(count, inode.lookups)
+            guard inode.lookups == 0, byKey[inode.key] === inode else { return nil }
+            return byKey.removeValue(forKey: inode.key)
+        }
+        // Closing the last descriptor of an unlinked file frees it in the lower file system; an
+        // rmdir of its directory meanwhile busy-waits in the kernel, so rmdir waits for `closing`.
+        if doomed != nil { closing.run { doomed = nil } }
+    }
+
+    /// Closes of forgotten inodes' descriptors in progress.
+    let closing = WorkCounter()
 }
