@@ -22,6 +22,8 @@
 #include <sys/resource.h>
 #include <sys/vfs.h>
 #include <linux/stat.h>
+#include <string.h>
+#include <sys/sysmacros.h>
 
 // GNU flags that <fcntl.h> hides without _GNU_SOURCE (which would clash with Swift's Glibc module).
 #ifdef O_PATH
@@ -104,6 +106,30 @@ static inline int wrapfs_same_live_file(int a, int b) {
     return x.stx_nlink > 0 && x.stx_ino == y.stx_ino && x.stx_nlink == y.stx_nlink && x.stx_size == y.stx_size
         && x.stx_mtime.tv_sec == y.stx_mtime.tv_sec && x.stx_mtime.tv_nsec == y.stx_mtime.tv_nsec
         && x.stx_ctime.tv_sec == y.stx_ctime.tv_sec && x.stx_ctime.tv_nsec == y.stx_ctime.tv_nsec;
+}
+
+// fstat of a descriptor asked of the file system itself, past the kernel's attribute cache
+// (statx AT_STATX_FORCE_SYNC): on a lower FUSE file system, another name of a hard-linked file
+// may be a separate kernel inode whose cached attributes lag behind.
+static inline int wrapfs_fstat_fresh(int fd, struct stat *st) {
+    struct statx x;
+    int flags = 0x1000 /* AT_EMPTY_PATH */ | AT_SYMLINK_NOFOLLOW | 0x2000 /* AT_STATX_FORCE_SYNC */;
+    if (syscall(SYS_statx, fd, "", flags, STATX_BASIC_STATS, &x) != 0) return -1;
+    memset(st, 0, sizeof *st);
+    st->st_dev = makedev(x.stx_dev_major, x.stx_dev_minor);
+    st->st_ino = x.stx_ino;
+    st->st_mode = x.stx_mode;
+    st->st_nlink = x.stx_nlink;
+    st->st_uid = x.stx_uid;
+    st->st_gid = x.stx_gid;
+    st->st_rdev = makedev(x.stx_rdev_major, x.stx_rdev_minor);
+    st->st_size = (off_t)x.stx_size;
+    st->st_blksize = x.stx_blksize;
+    st->st_blocks = (blkcnt_t)x.stx_blocks;
+    st->st_atim.tv_sec = x.stx_atime.tv_sec; st->st_atim.tv_nsec = x.stx_atime.tv_nsec;
+    st->st_mtim.tv_sec = x.stx_mtime.tv_sec; st->st_mtim.tv_nsec = x.stx_mtime.tv_nsec;
+    st->st_ctim.tv_sec = x.stx_ctime.tv_sec; st->st_ctim.tv_nsec = x.stx_ctime.tv_nsec;
+    return 0;
 }
 
 // The file-system type of a descriptor's file system (statfs f_type).

@@ -70,7 +70,7 @@ public final class Layer {
     func entry(parent: Inode, lowerName: UnsafePointer<CChar>) throws -> fuse_entry_param {
         let fd = try parent.fd.openAt(lowerName, O_PATH | O_NOFOLLOW)
         let st: stat
-        do { st = try fd.stat() } catch { fd.close(); throw error }
+        do { st = try lowerStat(fd) } catch { fd.close(); throw error }
         let inode = inodes.remember(fd: fd, stat: st)
         var e = fuse_entry_param()
         e.ino = inodes.id(of: inode)
@@ -105,9 +105,14 @@ public final class Layer {
         return e
     }
 
+    /// The lower status of `fd`; fresh from a lower FUSE file system (see `InodeTable.verifyHits`).
+    func lowerStat(_ fd: FileDescriptor) throws -> stat {
+        inodes.verifyHits ? try fd.freshStat() : try fd.stat()
+    }
+
     /// The attributes the layer shows for `inode`: the lower ones, with logical sizes.
     func attributes(_ inode: Inode, _ lower: stat? = nil) throws -> stat {
-        var st = try lower ?? inode.fd.stat()
+        var st = try lower ?? lowerStat(inode.fd)
         if inode.isRegular && !codec.preservesSize {
             if codec.fixedOverhead != nil {
                 // Arithmetic on the lower size is enough; no need to open the file.

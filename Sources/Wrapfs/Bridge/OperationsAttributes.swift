@@ -29,7 +29,16 @@ extension Layer {
     }
 
     func getattr(_ req: fuse_req_t, _ ino: fuse_ino_t, _ fi: UnsafeMutablePointer<fuse_file_info>?) {
-        serve(req) { reply(req, attributes: try attributes(inodes.inode(ino))) }
+        serve(req) {
+            let inode = inodes.inode(ino)
+            // fstat of an open file asks through its handle: the open descriptor still reaches
+            // a file whose name is gone, where a path-based lower FUSE file system's O_PATH one may not.
+            if inode.isRegular, let fi, let open = OpenFile.from(fi) {
+                reply(req, attributes: try attributes(inode, try lowerStat(open.fd)))
+            } else {
+                reply(req, attributes: try attributes(inode))
+            }
+        }
     }
 
     func setattr(_ req: fuse_req_t, _ ino: fuse_ino_t, _ attr: stat, _ toSet: Int32, _ fi: UnsafeMutablePointer<fuse_file_info>?) {
@@ -56,6 +65,12 @@ extension Layer {
                 var times = [omit, omit]
                 if toSet & FUSE_SET_ATTR_ATIME != 0 { times[0] = toSet & FUSE_SET_ATTR_ATIME_NOW != 0 ? now : attr.st_atim }
                 if toSet & FUSE_SET_ATTR_MTIME != 0 { times[1] = toSet & FUSE_SET_ATTR_MTIME_NOW != 0 ? now : attr.st_mtim }
+                if inodes.verifyHits && (times[0].tv_nsec == wrapfs_utime_omit || times[1].tv_nsec == wrapfs_utime_omit) {
+                    // Some lower FUSE file systems (bindfs 1.14) set "now" for UTIME_OMIT: pass the current time.
+                    let current = try lowerStat(inode.fd)
+                    if times[0].tv_nsec == wrapfs_utime_omit { times[0] = current.st_atim }
+                    if times[1].tv_nsec == wrapfs_utime_omit { times[1] = current.st_mtim }
+                }
                 if let open {
                     try open.fd.setTimes(times)
                 } else if inode.isSymlink {

@@ -110,6 +110,11 @@ extension Layer {
             let name: [CChar]
             if isDot {
                 name = Array(UnsafeBufferPointer(start: lname, count: length + 1))
+            } else if inodes.verifyHits && strncmp(lname, ".fuse_hidden", 12) == 0 {
+                // libfuse's path-based API keeps unlinked open files under such names: they
+                // are gone for the layer's users, as they would be on a local file system.
+                d.indexAfter[next] = d.entries.count
+                continue
             } else if let upper = upperName(lname) {
                 name = upper
             } else {

@@ -1,5 +1,6 @@
 // Inode: one lower file known to the kernel, held by an O_PATH descriptor.
 import Glibc
+import Synchronization
 
 /// The identity of a lower file: device and inode number.
 struct InodeKey: Hashable {
@@ -18,7 +19,12 @@ struct InodeKey: Hashable {
 /// A lower file the kernel has looked up. All access to it goes through `fd` (O_PATH) with
 /// `*at()` calls, so renames elsewhere in the tree never redirect a request.
 public final class Inode {
-    let fd: FileDescriptor
+    /// The descriptor every request uses; replaced only over path-based lower FUSE file
+    /// systems (see `adopt`).
+    var fd: FileDescriptor { FileDescriptor(rawValue: currentFd.load(ordering: .acquiring)) }
+    private let currentFd: Atomic<Int32>
+    /// Descriptors `adopt` replaced: requests may still be using them, so they close with the inode.
+    private var retired: [FileDescriptor] = []
     let key: InodeKey
     let fileType: mode_t
     /// Kernel lookups not yet forgotten; guarded by the inode table's lock.
@@ -30,12 +36,30 @@ public final class Inode {
     private let headerLock = Mutex()
 
     init(fd: FileDescriptor, stat st: stat) {
-        self.fd = fd
+        currentFd = Atomic(fd.rawValue)
         self.key = InodeKey(st)
         self.fileType = st.st_mode & S_IFMT
     }
 
-    deinit { fd.close() }
+    deinit {
+        fd.close()
+        for old in retired { old.close() }
+    }
+
+    /// Makes `newFd`, just opened by a name the file has now, the one requests use if that
+    /// name differs from the current descriptor's; returns false (and the caller closes
+    /// `newFd`) if not. A lower file system built on libfuse's path-based API reaches a file
+    /// by the name it was opened with: once that name is unlinked, only a descriptor from
+    /// another of its names still works.
+    func adopt(_ newFd: FileDescriptor) -> Bool {
+        headerLock.locked {
+            guard let newPath = try? newFd.readLinkProc(), (try? fd.readLinkProc()) != newPath else { return false }
+            let old = currentFd.exchange(newFd.rawValue, ordering: .acquiringAndReleasing)
+            // A request may still be using the old one: it closes with the inode.
+            retired.append(FileDescriptor(rawValue: old))
+            return true
+        }
+    }
 
     var isDirectory: Bool { fileType == S_IFDIR }
     var isRegular: Bool { fileType == S_IFREG }

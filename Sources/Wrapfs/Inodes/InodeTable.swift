@@ -8,11 +8,13 @@ import CFuse
 final class InodeTable {
     let root: Inode
     private var byKey: [InodeKey: Inode] = [:]
+    /// Inodes the kernel still knows whose key a newer inode took (see `remember`).
+    private var displaced: [ObjectIdentifier: Inode] = [:]
     private let lock = Mutex()
 
     /// A lower FUSE file system may give one inode number to two files (path-based ones built on
     /// libfuse's high-level API, such as bindfs, do not pin their backing files): check hits.
-    private let verifyHits: Bool
+    let verifyHits: Bool
 
     init(root: Inode) {
         self.root = root
@@ -43,11 +45,12 @@ final class InodeTable {
             if let known = byKey[key], known.fileType == st.st_mode & S_IFMT,
                !verifyHits || wrapfs_same_live_file(known.fd.rawValue, fd.rawValue) != 0 {
                 known.lookups += 1
-                return (known, false)
+                return (known, verifyHits && known.adopt(fd))  // an adopted `fd` stays open
             }
             let inode = Inode(fd: fd, stat: st)
             inode.lookups = 1
-            byKey[key] = inode
+            // The kernel may still use the one it replaces: it lives until forgotten.
+            if let displaced = byKey.updateValue(inode, forKey: key) { self.displaced[ObjectIdentifier(displaced)] = displaced }
             return (inode, true)
         }
         if !fresh { fd.close() }
@@ -73,8 +76,9 @@ final class InodeTable {
         var doomed = lock.locked { () -> Inode? in
             let inode = self.inode(id)
             inode.lookups -= min(count, inode.lookups)
-            guard inode.lookups == 0, byKey[inode.key] === inode else { return nil }
-            return byKey.removeValue(forKey: inode.key)
+            guard inode.lookups == 0 else { return nil }
+            if byKey[inode.key] === inode { return byKey.removeValue(forKey: inode.key) }
+            return displaced.removeValue(forKey: ObjectIdentifier(inode))
         }
         // Closing the last descriptor of an unlinked file frees it in the lower file system; an
         // rmdir of its directory meanwhile busy-waits in the kernel, so rmdir waits for `closing`.

@@ -68,6 +68,13 @@ public struct FileDescriptor: Hashable, Sendable {
         return st
     }
 
+    /// The status asked of the file system itself, not the kernel's attribute cache.
+    public func freshStat() throws -> stat {
+        var st = Glibc.stat()
+        _ = try sys { wrapfs_fstat_fresh(rawValue, &st) }
+        return st
+    }
+
     public func statfs() throws -> statvfs {
         var sv = statvfs()
         _ = try sys { fstatvfs(rawValue, &sv) }
