@@ -1,6 +1,23 @@
 // The gzip codec: each page deflated (zlib) into its own fixed slot, with a small checked record header.
 import CZlib
+import Glibc
 import Wrapfs
+
+/// One deflate and one inflate stream per thread (zlib's one-shot calls allocate ~300 KiB each).
+enum ZlibStreams {
+    private static let key: pthread_key_t = {
+        var k = pthread_key_t()
+        pthread_key_create(&k) { wrapfs_zstreams_free($0) }
+        return k
+    }()
+
+    static func current() throws -> UnsafeMutablePointer<wrapfs_zstreams> {
+        if let p = pthread_getspecific(key) { return p.assumingMemoryBound(to: wrapfs_zstreams.self) }
+        guard let z = wrapfs_zstreams_new() else { throw CodecError("out of memory for zlib streams") }
+        pthread_setspecific(key, z)
+        return z
+    }
+}
 
 /// Compresses every page into its own slot: a 16-byte record header then the deflated bytes
 /// (or the page as it is, when deflate does not make it smaller). The rest of the slot is a
@@ -26,14 +43,15 @@ public final class GzipCodec: Codec {
     public func encode(_ page: UnsafeRawBufferPointer, into slot: UnsafeMutableRawBufferPointer, context: PageContext) throws -> Int {
         let h = Self.recordHeaderSize
         let body = UnsafeMutableRawBufferPointer(rebasing: slot[h...])
-        var length = uLongf(body.count)
-        let rc = compress2(body.baseAddress!.assumingMemoryBound(to: Bytef.self), &length,
-                           page.baseAddress?.assumingMemoryBound(to: Bytef.self), uLong(page.count), level)
+        var length = UInt(body.count)
+        // The thread's own stream: no allocation per page in steady state.
+        let rc = wrapfs_deflate(try ZlibStreams.current(), body.baseAddress!.assumingMemoryBound(to: UInt8.self), &length,
+                                page.baseAddress?.assumingMemoryBound(to: UInt8.self), UInt(page.count), level)
         var raw = false
         if rc != Z_OK || Int(length) >= page.count {
             // Incompressible (or deflate needs more room): store the page as it is.
             body.copyMemory(from: page)
-            length = uLongf(page.count)
+            length = UInt(page.count)
             raw = true
         }
         let crc = UInt32(crc32(0, page.baseAddress?.assumingMemoryBound(to: Bytef.self), uInt(page.count)))
@@ -67,9 +85,9 @@ public final class GzipCodec: Codec {
         if r.raw {
             UnsafeMutableRawBufferPointer(rebasing: page[0..<r.plain]).copyMemory(from: body)
         } else {
-            var length = uLongf(page.count)
-            let rc = uncompress(page.baseAddress!.assumingMemoryBound(to: Bytef.self), &length,
-                                body.baseAddress?.assumingMemoryBound(to: Bytef.self), uLong(r.encoded))
+            var length = UInt(page.count)
+            let rc = wrapfs_inflate(try ZlibStreams.current(), page.baseAddress!.assumingMemoryBound(to: UInt8.self), &length,
+                                    body.baseAddress?.assumingMemoryBound(to: UInt8.self), UInt(r.encoded))
             guard rc == Z_OK, Int(length) == r.plain else { throw CodecError("inflate failed (zlib \(rc))") }
         }
         let crc = UInt32(crc32(0, page.baseAddress?.assumingMemoryBound(to: Bytef.self), uInt(r.plain)))

@@ -52,6 +52,8 @@ final class PageEngine {
         let plain: Int
         if let overhead = codec.fixedOverhead {
             plain = lastLength - overhead
+        } else if let known = file.inode.lastRecord, known.lowerSize == lowerSize {
+            plain = known.plain
         } else {
             let header = try self.header(file, lowerSize: lowerSize, create: false)
             plain = try pool.with(lastLength) { slot in
@@ -65,6 +67,7 @@ final class PageEngine {
             reportCorrupt(file, page: slots - 1, reason: "last slot holds \(lastLength) bytes, not a valid page")
             throw Errno.EIO
         }
+        if codec.fixedOverhead == nil { file.inode.lastRecord = (lowerSize, plain) }
         return (slots - 1) * pageSize + Int64(plain)
     }
 
@@ -245,6 +248,7 @@ final class PageEngine {
     /// writes their slots; sets the lower length when the file's last page is among them.
     private func storePages(_ file: LowerFile, header: [UInt8], first: Int64, plain: UnsafeMutableRawBufferPointer,
                             newSize: Int64, lowerSize: Int64) throws {
+        file.inode.lastRecord = nil
         let lastOfFile = (newSize - 1) / pageSize
         let count = Int(min(Int64(plain.count), newSize - first * pageSize))
         let pages = (count + Int(pageSize) - 1) / Int(pageSize)
@@ -358,6 +362,7 @@ final class PageEngine {
 
     /// Sets the logical size to `newSize`. Growing leaves holes and writes at most one page.
     func truncate(_ file: LowerFile, to newSize: Int64) throws {
+        file.inode.lastRecord = nil
         let (lowerSize, size) = try sizes(file)
         if newSize == size {
             try file.fd.truncate(to: lowerSize)  // the lower file updates its times as a truncate does

@@ -65,6 +65,15 @@ public final class Inode {
     var isRegular: Bool { fileType == S_IFREG }
     var isSymlink: Bool { fileType == S_IFLNK }
 
+    /// The plain length of the last record when the lower file had `lowerSize` bytes: saves
+    /// reading it for every getattr of a size-changing codec's file. The page engine clears it
+    /// before it writes (under the content lock, which readers of the size hold too).
+    var lastRecord: (lowerSize: Int64, plain: Int)? {
+        get { headerLock.locked { cachedLastRecord } }
+        set { headerLock.locked { cachedLastRecord = newValue } }
+    }
+    private var cachedLastRecord: (lowerSize: Int64, plain: Int)?
+
     var header: [UInt8]? {
         get { headerLock.locked { cachedHeader } }
         set { headerLock.locked { cachedHeader = newValue } }
