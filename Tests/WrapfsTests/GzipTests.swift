@@ -57,6 +57,31 @@ struct GzipTests {
         }
     }
 
+    /// The daemon's CPU time over the wall time of one big streaming write: above 1 only if pages
+    /// were compressed on more than one core at once.
+    @Test("large writes compress their pages on both cores", .timeLimit(.minutes(5)),
+          .enabled(if: ProcessInfo.processInfo.activeProcessorCount >= 2, "needs two cores"))
+    func parallelCompression() throws {
+        let s = try Scratch("gzcpu")
+        defer { s.remove() }
+        let source = s.path + "/text"
+        try sh("""
+            python3 -c "import sys; f=open(sys.argv[1],'wb'); [f.write(b'%08d the quick brown fox %d jumps over the lazy dog %x\\n' % (i, i*7919 % 100003, i*31)) for i in range(1600000)]" '\(source)'
+            """)
+        try withLayers(["gzip"]) { top, _, mounts in
+            func cpuTicks() throws -> Int {
+                let fields = try String(contentsOfFile: "/proc/\(mounts[0].daemon.pid)/stat", encoding: .utf8)
+                    .split(separator: ")").last!.split(separator: " ")
+                return Int(fields[11])! + Int(fields[12])!  // utime, stime (fields 14 and 15 of the line)
+            }
+            let before = try cpuTicks(), start = Date()
+            try sh("dd if='\(source)' of='\(top)/text' bs=1M status=none")
+            let wall = Date().timeIntervalSince(start), cpu = Double(try cpuTicks() - before) / Double(sysconf(Int32(_SC_CLK_TCK)))
+            #expect(cpu / wall > 1.2, "daemon CPU \(cpu) s over \(wall) s of writing")
+            try sh("cmp '\(source)' '\(top)/text'")
+        }
+    }
+
     @Test("a write in the middle of a 100 MiB file rewrites only the slots it touches", .timeLimit(.minutes(5)))
     func localRewrite() throws {
         try withLayers(["gzip"]) { top, lower, _ in
