@@ -23,9 +23,11 @@ let package = Package(
         ]),
         .systemLibrary(name: "CZlib", pkgConfig: "zlib",
                        providers: [.apt(["zlib1g-dev"])]),
-        .target(name: "Codecs", dependencies: ["Wrapfs", "CZlib"]),
+        .systemLibrary(name: "COpenSSL", pkgConfig: "libcrypto",
+                       providers: [.apt(["libssl-dev"])]),
+        .target(name: "Codecs", dependencies: ["Wrapfs", "CZlib", "COpenSSL"]),
         .executableTarget(name: "wrapfs-mount", dependencies: [
-            "Wrapfs", "Codecs", "CFuse",
+            "Wrapfs", "Codecs", "CFuse", "COpenSSL",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),

@@ -13,6 +13,22 @@ public enum BuiltinCodecs {
         registry.register(CodecDescriptor(name: "gzip", summary: "zlib deflate per page in fixed slots (size-changing; options page-size, level)") { o in
             try GzipCodec(pageSize: try pageSizeOption(o, default: 65536), level: try o.int("level", default: 6))
         })
+        registry.register(CodecDescriptor(name: "aes-gcm", summary: "AES-256-GCM per page, authenticated (volume made by `wrapfs-mount init`)") { o in
+            try AesGcmCodec(masterKey: try masterKey(o, "aes-gcm"), pageSize: try pageSizeOption(o))
+        })
+        registry.register(CodecDescriptor(name: "aes-ctr", summary: "AES-256-CTR per page, confidentiality only (volume made by `wrapfs-mount init`)") { o in
+            try AesCtrCodec(masterKey: try masterKey(o, "aes-ctr"), pageSize: try pageSizeOption(o))
+        })
+    }
+
+    /// The codecs that need a volume's master key.
+    public static let encrypting: Set<String> = ["aes-gcm", "aes-ctr"]
+
+    static func masterKey(_ o: CodecOptions, _ codec: String) throws -> SecretBytes {
+        guard let key = o.masterKey else {
+            throw CodecError("\(codec) needs a volume: create one with `wrapfs-mount init LOWER --codec \(codec)`")
+        }
+        return key
     }
 
     static func pageSizeOption(_ o: CodecOptions, default value: Int = 4096) throws -> Int {

@@ -12,6 +12,8 @@ enum Exit {
     static let alreadyMounted = ExitCode(68)
     static let noFuseDevice = ExitCode(69)
     static let mountFailed = ExitCode(70)
+    /// The passphrase does not unwrap the volume's key.
+    static let wrongPassphrase = ExitCode(71)
 }
 
 /// A failure with its message and exit code.

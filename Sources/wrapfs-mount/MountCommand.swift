@@ -16,7 +16,7 @@ struct MountCommand: ParsableCommand {
         unless -f is given. Unmount with `wrapfs-mount unmount MOUNTPOINT` or `fusermount3 -u MOUNTPOINT`.
         Exit codes: 0 ok, 1 other error, 64 bad option, 65 unknown codec, 66 LOWER missing or not \
         a directory, 67 MOUNTPOINT missing or not a directory, 68 MOUNTPOINT already mounted, \
-        69 /dev/fuse unavailable, 70 mount failed.
+        69 /dev/fuse unavailable, 70 mount failed, 71 wrong passphrase.
         """)
 
     @Argument(help: "The lower directory whose tree the layer shows.") var lower: String
@@ -37,6 +37,7 @@ struct MountCommand: ParsableCommand {
     @Option(help: "Largest write request in bytes (4096...1048576).") var maxWrite = 1 << 20
     @Flag(help: "Do not offer readdirplus to the kernel.") var noReaddirplus = false
     @Flag(name: [.customShort("v"), .long], help: "Log debug lines.") var verbose = false
+    @OptionGroup var passphrase: PassphraseOptions
 
     func validate() throws {
         if let threads, threads < 1 || threads > 1024 { throw ValidationError("--threads must be between 1 and 1024") }
@@ -119,14 +120,22 @@ struct MountCommand: ParsableCommand {
         }
         let names = codec.split(separator: ",").map(String.init)
         guard names.count == 1 else { throw Failure("codec chains are not available yet: use one codec", Exit.unknownCodec) }
-        func make(_ values: [String: String]) throws -> Codec {
+        func make(_ values: [String: String], _ masterKey: SecretBytes? = nil) throws -> Codec {
             do {
-                return try CodecRegistry.shared.make(names[0], options: CodecOptions(values))
+                return try CodecRegistry.shared.make(names[0], options: CodecOptions(values, masterKey: masterKey))
             } catch let e as UnknownCodec {
                 throw Failure("\(e)", Exit.unknownCodec)
             } catch {
                 throw Failure("codec \(names[0]): \(error)", Exit.badOption)
             }
+        }
+        if let lower, let volume = try VolumeFile.load(from: lower), let wrapped = volume.key {
+            return (try unlock(volume, wrapped, lower: lower, asked: values, make: make), true)
+        }
+        if BuiltinCodecs.encrypting.contains(names[0]) {
+            // Made for real once the volume is unlocked; the early check only needs the name.
+            if lower == nil { return (IdentityCodec(pageSize: 4096), false) }
+            throw Failure("\(lower ?? "LOWER") is not an encrypted volume: create it with `wrapfs-mount init \(lower ?? "LOWER") --codec \(names[0]) --plaintext-names`", Exit.badLower)
         }
         let first = try make(values)
         guard let lower else { return (first, false) }
@@ -140,6 +149,29 @@ struct MountCommand: ParsableCommand {
             try VolumeFile(codec: names[0], options: stored).save(in: lower)
         }
         return (codec, true)
+    }
+
+    /// An encrypted volume's codec, with its master key unwrapped by the user's passphrase.
+    private func unlock(_ volume: VolumeFile, _ wrapped: WrappedMasterKey, lower: String, asked: [String: String],
+                        make: ([String: String], SecretBytes?) throws -> Codec) throws -> Codec {
+        let names = codec.split(separator: ",").map(String.init)
+        guard names == [volume.codec] else {
+            throw Failure("\(lower) is an \(volume.codec) volume; mount it with --codec \(volume.codec)", Exit.badOption)
+        }
+        for (key, value) in asked where volume.options[key] != value {
+            throw Failure("\(lower) was created with \(key)=\(volume.options[key] ?? "(default)"); it cannot be mounted with \(key)=\(value)", Exit.badOption)
+        }
+        let master: SecretBytes
+        do {
+            master = try wrapped.unwrap(passphrase: try passphrase.read(prompt: "Passphrase for \(lower): "))
+        } catch let e as WrongPassphrase {
+            throw Failure("\(e); nothing mounted", Exit.wrongPassphrase)
+        } catch let f as Failure {
+            throw f
+        } catch {
+            throw Failure("cannot unlock \(lower): \(error)", Exit.failure)
+        }
+        return try make(volume.options.filter { $0.key != "plaintext-names" }, master)
     }
 
     private func checkDirectory(_ path: String, what: String, code: ExitCode) throws -> String {

@@ -1,5 +1,7 @@
 // The volume file: what a size-changing codec's lower directory remembers (codec, page size, options).
+import Codecs
 import Foundation
+import Glibc
 import Wrapfs
 
 /// `LOWER/.wrapfs.json`, written at the first mount with a codec that changes sizes and read at
@@ -10,6 +12,8 @@ struct VolumeFile: Codable {
     var version = 1
     var codec: String
     var options: [String: String]
+    /// An encrypted volume's master key, wrapped under its passphrase.
+    var key: WrappedMasterKey?
 
     static func path(in lower: String) -> String { lower + "/" + name }
 
@@ -27,7 +31,14 @@ struct VolumeFile: Codable {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         do {
-            try encoder.encode(self).write(to: URL(fileURLWithPath: Self.path(in: lower)), options: .atomic)
+            // Written whole under a temporary name, readable by the owner only (it may hold a wrapped key).
+            let data = try encoder.encode(self)
+            let temporary = Self.path(in: lower) + ".new"
+            let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+            guard fd >= 0 else { throw Errno.current }
+            defer { close(fd) }
+            let written = data.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+            guard written == data.count, fsync(fd) == 0, rename(temporary, Self.path(in: lower)) == 0 else { throw Errno.current }
         } catch {
             throw Failure("cannot write volume file in \(lower): \(error)", Exit.badLower)
         }

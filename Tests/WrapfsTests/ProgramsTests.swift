@@ -51,7 +51,7 @@ func expectSameTree(_ a: String, _ b: String, fileTimesOnly: Bool = false, noTim
 
 @Suite("Programs", .serialized, .enabled(if: Fuse.required, "needs /dev/fuse"))
 struct ProgramsTests {
-    static let stacks = [["identity"], ["rot"], ["rot", "rot"], ["gzip"]]
+    static let stacks = [["identity"], ["rot"], ["rot", "rot"], ["gzip"], ["aes-gcm"]]
 
     @Test("tar round trip of a 2,100-file tree", .timeLimit(.minutes(5)), arguments: stacks)
     func tarRoundTrip(codecs: [String]) throws {
@@ -114,7 +114,7 @@ struct ProgramsTests {
         return try sh("sqlite3 -batch '\(db)' < '\(file)'").trimmingCharacters(in: .whitespacesAndNewlines)
     }
 
-    @Test("git init, add, commit, fsck", .timeLimit(.minutes(5)), arguments: [["identity"], ["rot"]])
+    @Test("git init, add, commit, fsck", .timeLimit(.minutes(5)), arguments: [["identity"], ["rot"], ["aes-gcm"]])
     func git(codecs: [String]) throws {
         try withLayers(codecs) { top, _, _ in
             let out = try sh("""

@@ -44,6 +44,8 @@ extension Layer {
         defer { session = nil }
         onMounted()
         guard fuse_daemonize(foreground ? 1 : 0) == 0 else { throw MountError.mountFailed("cannot detach") }
+        SecretBytes.relockAll()  // memory locks do not pass to the detached child
+        defer { SecretBytes.wipeAll() }  // keys are zeroed at unmount
         let rc: Int32
         if options.singleThreaded {
             rc = fuse_session_loop(se)

@@ -4,7 +4,12 @@ import Foundation
 /// Options given with `--codec-option key=value`, read by a codec's factory.
 public struct CodecOptions {
     public var values: [String: String]
-    public init(_ values: [String: String] = [:]) { self.values = values }
+    /// A volume's master key, for codecs that encrypt (unwrapped by the mount command).
+    public var masterKey: SecretBytes?
+    public init(_ values: [String: String] = [:], masterKey: SecretBytes? = nil) {
+        self.values = values
+        self.masterKey = masterKey
+    }
 
     /// An integer option, or `default` when absent; throws on a malformed value.
     public func int(_ key: String, default value: Int) throws -> Int {

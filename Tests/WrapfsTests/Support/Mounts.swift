@@ -180,6 +180,7 @@ final class Mounted {
 /// Mounts a stack of layers over a fresh lower directory, runs `body` with the top mount point
 /// and the lower directory, and unmounts everything whatever happens.
 func withLayers<R>(_ codecs: [String], extra: [String] = [], lowerIn base: String? = nil,
+                   prepareLower: ((String) throws -> Void)? = nil,
                    _ body: (_ top: String, _ lower: String, _ mounts: [Mounted]) throws -> R) throws -> R {
     let scratch = try Scratch("m")
     defer { scratch.remove() }
@@ -189,12 +190,20 @@ func withLayers<R>(_ codecs: [String], extra: [String] = [], lowerIn base: Strin
         return p
     } ?? scratch.dir("lower")
     defer { if base != nil { _ = try? run("/bin/rm", ["-rf", lower]) } }
+    try prepareLower?(lower)
     var mounts: [Mounted] = []
     defer { for m in mounts.reversed() { m.unmount() } }
     var below = lower
     for (i, codec) in codecs.enumerated() {
         let point = try scratch.dir("mnt\(i)")
-        mounts.append(try Mounted(lower: below, point: point, codec: codec, extra: extra))
+        var layerExtra = extra
+        if ["aes-gcm", "aes-ctr"].contains(codec) && !extra.contains("--passfile") {
+            // An encrypting layer needs a volume: made here, unlocked by a passphrase file.
+            let volume = try TestVolume(scratch)
+            try volume.create(below, codec: codec)
+            layerExtra += ["--passfile", volume.passfile]
+        }
+        mounts.append(try Mounted(lower: below, point: point, codec: codec, extra: layerExtra))
         below = point
     }
     do {

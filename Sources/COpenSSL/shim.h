@@ -1,0 +1,67 @@
+// C glue for OpenSSL's libcrypto: AES-GCM and AES-CTR page calls, HKDF, scrypt, random bytes.
+// Every cryptographic operation is OpenSSL's; this file only sequences its EVP calls.
+#ifndef WRAPFS_COPENSSL_SHIM_H
+#define WRAPFS_COPENSSL_SHIM_H
+#include <openssl/evp.h>
+#include <openssl/kdf.h>
+#include <openssl/rand.h>
+#include <openssl/crypto.h>
+
+// A cipher context keyed once: AES-256-GCM with 16-byte IVs (as gocryptfs), or AES-256-CTR.
+static inline EVP_CIPHER_CTX *wrapfs_cipher_new(int gcm, int encrypt, const unsigned char *key) {
+    EVP_CIPHER_CTX *c = EVP_CIPHER_CTX_new();
+    if (!c) return NULL;
+    const EVP_CIPHER *cipher = gcm ? EVP_aes_256_gcm() : EVP_aes_256_ctr();
+    int ok = EVP_CipherInit_ex(c, cipher, NULL, NULL, NULL, encrypt) == 1
+        && (!gcm || EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_SET_IVLEN, 16, NULL) == 1)
+        && EVP_CipherInit_ex(c, NULL, NULL, key, NULL, encrypt) == 1;
+    if (!ok) { EVP_CIPHER_CTX_free(c); return NULL; }
+    return c;
+}
+static inline void wrapfs_cipher_free(void *c) { EVP_CIPHER_CTX_free((EVP_CIPHER_CTX *)c); }
+
+// AES-GCM: encrypts n bytes with a 16-byte iv and additional data; writes n bytes and a 16-byte tag.
+static inline int wrapfs_gcm_seal(EVP_CIPHER_CTX *c, const unsigned char *iv, const unsigned char *aad, int aadLen,
+                                  const unsigned char *in, int n, unsigned char *out, unsigned char *tag) {
+    int len = 0, fin = 0;
+    if (EVP_EncryptInit_ex(c, NULL, NULL, NULL, iv) != 1) return 0;
+    if (EVP_EncryptUpdate(c, NULL, &len, aad, aadLen) != 1) return 0;
+    if (EVP_EncryptUpdate(c, out, &len, in, n) != 1 || len != n) return 0;
+    if (EVP_EncryptFinal_ex(c, out + len, &fin) != 1 || fin != 0) return 0;
+    return EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_GET_TAG, 16, tag) == 1;
+}
+
+// AES-GCM: decrypts and authenticates; 1 only if the tag checks out (out is then valid).
+static inline int wrapfs_gcm_open(EVP_CIPHER_CTX *c, const unsigned char *iv, const unsigned char *aad, int aadLen,
+                                  const unsigned char *in, int n, const unsigned char *tag, unsigned char *out) {
+    int len = 0, fin = 0;
+    if (EVP_DecryptInit_ex(c, NULL, NULL, NULL, iv) != 1) return 0;
+    if (EVP_DecryptUpdate(c, NULL, &len, aad, aadLen) != 1) return 0;
+    if (EVP_DecryptUpdate(c, out, &len, in, n) != 1 || len != n) return 0;
+    if (EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_SET_TAG, 16, (void *)tag) != 1) return 0;
+    return EVP_DecryptFinal_ex(c, out + len, &fin) == 1 && fin == 0;
+}
+
+// AES-CTR from a 16-byte initial counter block: the same call encrypts and decrypts.
+static inline int wrapfs_ctr_xor(EVP_CIPHER_CTX *c, const unsigned char *iv, const unsigned char *in, int n, unsigned char *out) {
+    int len = 0, fin = 0;
+    if (EVP_EncryptInit_ex(c, NULL, NULL, NULL, iv) != 1) return 0;
+    if (EVP_EncryptUpdate(c, out, &len, in, n) != 1 || len != n) return 0;
+    return EVP_EncryptFinal_ex(c, out + len, &fin) == 1 && fin == 0;
+}
+
+// HKDF-SHA256 (RFC 5869) with an empty salt: a subkey for one purpose from the master key.
+static inline int wrapfs_hkdf_sha256(const unsigned char *key, int keyLen, const unsigned char *info, int infoLen,
+                                     unsigned char *out, size_t outLen) {
+    EVP_PKEY_CTX *c = EVP_PKEY_CTX_new_id(EVP_PKEY_HKDF, NULL);
+    if (!c) return 0;
+    size_t len = outLen;
+    int ok = EVP_PKEY_derive_init(c) > 0
+        && EVP_PKEY_CTX_set_hkdf_md(c, EVP_sha256()) > 0
+        && EVP_PKEY_CTX_set1_hkdf_key(c, key, keyLen) > 0
+        && EVP_PKEY_CTX_add1_hkdf_info(c, info, infoLen) > 0
+        && EVP_PKEY_derive(c, out, &len) > 0 && len == outLen;
+    EVP_PKEY_CTX_free(c);
+    return ok;
+}
+#endif

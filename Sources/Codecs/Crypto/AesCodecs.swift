@@ -1,0 +1,116 @@
+// The encrypting codecs: aes-gcm (authenticated) and aes-ctr (confidentiality only), per page.
+import COpenSSL
+import Wrapfs
+
+/// The header both write at the start of every file: magic "WC", version 1, the algorithm,
+/// and a random 128-bit file ID that binds every page to its file.
+enum EncryptedFileHeader {
+    static let size = 20
+    static func make(_ header: UnsafeMutableRawBufferPointer, algorithm: UInt8) throws {
+        header[0] = 0x57; header[1] = 0x43; header[2] = 1; header[3] = algorithm
+        try randomBytes(UnsafeMutableRawBufferPointer(rebasing: header[4..<20]))
+    }
+    static func check(_ header: UnsafeRawBufferPointer, algorithm: UInt8) throws {
+        guard header.count == size, header[0] == 0x57, header[1] == 0x43 else { throw CodecError("not an encrypted file header") }
+        guard header[2] == 1 else { throw CodecError("file header version \(header[2]) is not supported") }
+        guard header[3] == algorithm else { throw CodecError("file was written by another cipher (\(header[3]))") }
+    }
+}
+
+/// AES-256-GCM per page, as gocryptfs: slot = 16-byte random IV | ciphertext | 16-byte tag.
+/// Every write of a page draws a fresh IV; the file ID and the page index are authenticated
+/// data, so a page that is flipped, truncated, moved within its file or into another file
+/// fails authentication (EIO and a log line), never reads as garbage.
+public final class AesGcmCodec: Codec {
+    public let name = "aes-gcm"
+    public let pageSize: Int
+    public var slotSize: Int { pageSize + 32 }
+    public var headerSize: Int { EncryptedFileHeader.size }
+    public var fixedOverhead: Int? { 32 }
+    private let sealers: ThreadCiphers
+    private let openers: ThreadCiphers
+
+    public init(masterKey: SecretBytes, pageSize: Int = 4096) throws {
+        self.pageSize = pageSize
+        let key = try Subkeys.derive(from: masterKey, purpose: "wrapfs aes-256-gcm page content")
+        sealers = ThreadCiphers(gcm: true, encrypt: true, key: key)
+        openers = ThreadCiphers(gcm: true, encrypt: false, key: key)
+    }
+
+    public func makeHeader(_ header: UnsafeMutableRawBufferPointer) throws { try EncryptedFileHeader.make(header, algorithm: 1) }
+    public func checkHeader(_ header: UnsafeRawBufferPointer) throws { try EncryptedFileHeader.check(header, algorithm: 1) }
+
+    public func encode(_ page: UnsafeRawBufferPointer, into slot: UnsafeMutableRawBufferPointer, context: PageContext) throws -> Int {
+        let n = page.count
+        try randomBytes(UnsafeMutableRawBufferPointer(rebasing: slot[0..<16]))
+        let ok = try withAdditionalData(context) { aad in
+            wrapfs_gcm_seal(try sealers.context(), bytes(slot), bytes(aad), Int32(aad.count), bytes(page), Int32(n),
+                            mutableBytes(slot) + 16, mutableBytes(slot) + 16 + n)
+        }
+        guard ok == 1 else { throw CodecError("AES-GCM encryption failed") }
+        return n + 32
+    }
+
+    public func decode(_ slot: UnsafeRawBufferPointer, into page: UnsafeMutableRawBufferPointer, context: PageContext) throws -> Int {
+        let n = slot.count - 32
+        guard n >= 1, n <= pageSize else { throw CodecError("slot of \(slot.count) bytes is too short or too long") }
+        let ok = try withAdditionalData(context) { aad in
+            wrapfs_gcm_open(try openers.context(), bytes(slot), bytes(aad), Int32(aad.count), bytes(slot) + 16, Int32(n),
+                            bytes(slot) + 16 + n, mutableBytes(page))
+        }
+        guard ok == 1 else { throw CodecError("authentication failed (page altered, moved or truncated)") }
+        return n
+    }
+
+    /// The file ID then the page index (big-endian): what ties a page to its place.
+    private func withAdditionalData<R>(_ context: PageContext, _ body: (UnsafeRawBufferPointer) throws -> R) throws -> R {
+        guard context.header.count == EncryptedFileHeader.size else { throw CodecError("missing file header") }
+        return try withUnsafeTemporaryAllocation(byteCount: 24, alignment: 8) { aad in
+            aad.copyMemory(from: UnsafeRawBufferPointer(rebasing: context.header[4..<20]))
+            aad.storeBytes(of: context.index.bigEndian, toByteOffset: 16, as: UInt64.self)
+            return try body(UnsafeRawBufferPointer(aad))
+        }
+    }
+}
+
+/// AES-256-CTR per page: slot = 16-byte random initial counter block | ciphertext. It hides
+/// content but does not detect changes (no tag): use aes-gcm when tampering matters. A fresh
+/// random counter block per page write means no keystream is ever reused.
+public final class AesCtrCodec: Codec {
+    public let name = "aes-ctr"
+    public let pageSize: Int
+    public var slotSize: Int { pageSize + 16 }
+    public var headerSize: Int { EncryptedFileHeader.size }
+    public var fixedOverhead: Int? { 16 }
+    private let ciphers: ThreadCiphers
+
+    public init(masterKey: SecretBytes, pageSize: Int = 4096) throws {
+        self.pageSize = pageSize
+        let key = try Subkeys.derive(from: masterKey, purpose: "wrapfs aes-256-ctr page content")
+        ciphers = ThreadCiphers(gcm: false, encrypt: true, key: key)
+    }
+
+    public func makeHeader(_ header: UnsafeMutableRawBufferPointer) throws { try EncryptedFileHeader.make(header, algorithm: 2) }
+    public func checkHeader(_ header: UnsafeRawBufferPointer) throws { try EncryptedFileHeader.check(header, algorithm: 2) }
+
+    public func encode(_ page: UnsafeRawBufferPointer, into slot: UnsafeMutableRawBufferPointer, context: PageContext) throws -> Int {
+        try randomBytes(UnsafeMutableRawBufferPointer(rebasing: slot[0..<16]))
+        guard wrapfs_ctr_xor(try ciphers.context(), bytes(slot), bytes(page), Int32(page.count), mutableBytes(slot) + 16) == 1 else {
+            throw CodecError("AES-CTR encryption failed")
+        }
+        return page.count + 16
+    }
+
+    public func decode(_ slot: UnsafeRawBufferPointer, into page: UnsafeMutableRawBufferPointer, context: PageContext) throws -> Int {
+        let n = slot.count - 16
+        guard n >= 1, n <= pageSize else { throw CodecError("slot of \(slot.count) bytes is too short or too long") }
+        guard wrapfs_ctr_xor(try ciphers.context(), bytes(slot), bytes(slot) + 16, Int32(n), mutableBytes(page)) == 1 else {
+            throw CodecError("AES-CTR decryption failed")
+        }
+        return n
+    }
+}
+
+@inline(__always) private func bytes(_ b: UnsafeRawBufferPointer) -> UnsafePointer<UInt8> { b.baseAddress!.assumingMemoryBound(to: UInt8.self) }
+@inline(__always) private func bytes(_ b: UnsafeMutableRawBufferPointer) -> UnsafePointer<UInt8> { UnsafePointer(b.baseAddress!.assumingMemoryBound(to: UInt8.self)) }
+@inline(__always) private func mutableBytes(_ b: UnsafeMutableRawBufferPointer) -> UnsafeMutablePointer<UInt8> { b.baseAddress!.assumingMemoryBound(to: UInt8.self) }

@@ -1,0 +1,148 @@
+// The encrypting codecs: volumes and passphrases, the checker, no plaintext below, tampering.
+import Foundation
+import Glibc
+import Testing
+
+/// An encrypted volume's passphrase in a file (tests never use the terminal).
+struct TestVolume {
+    let passfile: String
+    /// Cheap scrypt for tests (the default, 2^16, is for users).
+    static let cost = ["--scrypt-logn", "10"]
+
+    init(_ scratch: Scratch, passphrase: String = "correct horse battery staple") throws {
+        passfile = scratch.path + "/pass-\(UUID().uuidString.prefix(6))"
+        try writeFile(passfile, Array((passphrase + "\n").utf8))
+    }
+
+    func create(_ lower: String, codec: String) throws {
+        let r = try run(Build.mountTool, ["init", lower, "--codec", codec, "--plaintext-names", "--passfile", passfile] + Self.cost)
+        if r.status != 0 { throw MountFailure(description: "init failed (\(r.status)): \(r.output)") }
+    }
+
+    /// Mounts a fresh volume of `codec` and runs `body` on it.
+    func with<R>(_ codec: String, _ body: (_ top: String, _ lower: String, _ mounts: [Mounted]) throws -> R) throws -> R {
+        try withLayers([codec], extra: ["--passfile", passfile], prepareLower: { try create($0, codec: codec) }, body)
+    }
+}
+
+@Suite("Encryption", .serialized, .enabled(if: Fuse.required, "needs /dev/fuse"))
+struct EncryptionTests {
+    @Test("differential checker", .timeLimit(.minutes(10)), arguments: ["aes-gcm", "aes-ctr"], DifferentialTests.seeds)
+    func checker(codec: String, seed: UInt64) throws {
+        let s = try Scratch("enc")
+        defer { s.remove() }
+        try TestVolume(s).with(codec) { top, _, _ in
+            let checker = DifferentialChecker(subject: top, reference: try s.dir("plain"), seed: seed)
+            try checker.run(operations: DifferentialTests.operationsPerSeed)
+        }
+    }
+
+    @Test("a marker written through the layer appears nowhere in the lower files", arguments: ["aes-gcm", "aes-ctr"])
+    func noPlaintextBelow(codec: String) throws {
+        let s = try Scratch("enc")
+        defer { s.remove() }
+        try TestVolume(s).with(codec) { top, lower, _ in
+            let marker = Array("WRAPFS-MARKER-4711-".utf8)
+            try writeFile(top + "/small", marker)
+            try writeFile(top + "/big", Array((0..<3000).flatMap { _ in marker }))
+            try sh("cp /etc/services '\(top)/services' && echo WRAPFS-MARKER-4711- >> '\(top)/services'")
+            #expect(try readFile(top + "/small") == marker)
+            let found = try run("/bin/grep", ["-rl", "WRAPFS-MARKER-4711", lower])
+            #expect(found.status == 1, "grep found the marker below: \(found.output)")
+            let services = try run("/bin/grep", ["-rl", "Internet services", lower])  // a phrase of /etc/services
+            #expect(services.status == 1, "plain text of a copied file below: \(services.output)")
+        }
+    }
+
+    @Test("a wrong passphrase mounts nothing and exits 71; passwd changes it without touching data")
+    func passphrases() throws {
+        let s = try Scratch("enc")
+        defer { s.remove() }
+        let right = try TestVolume(s), wrong = try TestVolume(s, passphrase: "not it"), newer = try TestVolume(s, passphrase: "a new one")
+        let lower = try s.dir("lower"), point = try s.dir("mnt")
+        try right.create(lower, codec: "aes-gcm")
+        #expect(try statOf(lower + "/.wrapfs.json").st_mode & 0o777 == 0o600)
+        do {
+            let m = try Mounted(lower: lower, point: point, codec: "aes-gcm", extra: ["--passfile", right.passfile])
+            try writeFile(point + "/kept", Array("still here".utf8))
+            m.unmount()
+        }
+        let refused = try run(Build.mountTool, [lower, point, "--codec", "aes-gcm", "--passfile", wrong.passfile])
+        #expect(refused.status == 71, "\(refused.output)")
+        #expect(refused.output.contains("wrong passphrase"))
+        #expect(!MountTable.isMounted(point))
+        let changed = try run(Build.mountTool, ["passwd", lower, "--passfile", right.passfile, "--new-passfile", newer.passfile])
+        #expect(changed.status == 0, "\(changed.output)")
+        #expect(try run(Build.mountTool, [lower, point, "--codec", "aes-gcm", "--passfile", right.passfile]).status == 71)
+        let m = try Mounted(lower: lower, point: point, codec: "aes-gcm", extra: ["--passfile", newer.passfile])
+        defer { m.unmount() }
+        #expect(try readFile(point + "/kept") == Array("still here".utf8))
+    }
+
+    @Test("a damaged volume file is refused with a clear message")
+    func damagedConfig() throws {
+        let s = try Scratch("enc")
+        defer { s.remove() }
+        let v = try TestVolume(s)
+        let lower = try s.dir("lower"), point = try s.dir("mnt")
+        try v.create(lower, codec: "aes-gcm")
+        let config = lower + "/.wrapfs.json"
+        // One character of the wrapped key changed: it no longer authenticates.
+        var text = try String(contentsOfFile: config, encoding: .utf8)
+        let keyLine = text.split(separator: "\n").first { $0.contains("\"key\" : \"") }!
+        let value = keyLine.split(separator: "\"")[3]
+        let altered = String(value.first == "A" ? "B" : "A") + value.dropFirst()
+        text = text.replacingOccurrences(of: String(value), with: altered)
+        try text.write(toFile: config, atomically: true, encoding: .utf8)
+        let r = try run(Build.mountTool, [lower, point, "--codec", "aes-gcm", "--passfile", v.passfile])
+        #expect(r.status == 71 && r.output.contains("damaged"), "\(r.status): \(r.output)")
+        // Not JSON at all.
+        try "{ not json".write(toFile: config, atomically: true, encoding: .utf8)
+        let r2 = try run(Build.mountTool, [lower, point, "--codec", "aes-gcm", "--passfile", v.passfile])
+        #expect(r2.status == 64 && r2.output.contains("damaged"), "\(r2.status): \(r2.output)")
+        #expect(!MountTable.isMounted(point))
+    }
+
+    /// Slots are 4,096 + 32 bytes after a 20-byte file header.
+    @Test("tampering reads as EIO: a flipped byte, pages swapped between files, a page moved within a file, a truncated slot")
+    func tampering() throws {
+        let s = try Scratch("enc")
+        defer { s.remove() }
+        let header = 20, slot = 4096 + 32
+        try TestVolume(s).with("aes-gcm") { top, lower, mounts in
+            let pages = (0..<4).map { p in [UInt8](repeating: UInt8(0x41 + p), count: 4096) }
+            try writeFile(top + "/a", pages.flatMap { $0 })
+            try writeFile(top + "/b", pages.flatMap { $0 })
+            try writeFile(top + "/c", pages.flatMap { $0 })
+            try writeFile(top + "/d", pages.flatMap { $0 } + [1, 2, 3])
+            // Work on the lower files directly, then have the layer read them afresh.
+            func patch(_ name: String, _ change: (inout [UInt8]) -> Void) throws {
+                var bytes = try readFile(lower + "/" + name)
+                change(&bytes)
+                try writeFile(lower + "/" + name, bytes)
+            }
+            try patch("a") { $0[header + slot + 100] ^= 0x01 }  // page 1
+            let bSlot2 = Array(try readFile(lower + "/b")[(header + 2 * slot)..<(header + 3 * slot)])
+            try patch("c") { $0.replaceSubrange((header + 2 * slot)..<(header + 3 * slot), with: bSlot2) }  // c's page 2 from b
+            try patch("b") { b in let s0 = Array(b[(header)..<(header + slot)]); b.replaceSubrange((header + 3 * slot)..<(header + 4 * slot), with: s0) }  // b's page 0 over its page 3
+            try patch("d") { $0.removeLast(2) }  // the last slot loses bytes
+            try sh("echo 3 > /proc/sys/vm/drop_caches")
+            func readPage(_ name: String, _ page: Int) -> Int32 {
+                let fd = open(top + "/" + name, O_RDONLY)
+                defer { close(fd) }
+                var buf = [UInt8](repeating: 0, count: 4096)
+                return pread(fd, &buf, 4096, off_t(page * 4096)) < 0 ? errno : 0
+            }
+            #expect(readPage("a", 1) == EIO)
+            #expect(readPage("a", 0) == 0 && readPage("a", 2) == 0)
+            #expect(readPage("c", 2) == EIO)
+            #expect(readPage("c", 1) == 0)
+            #expect(readPage("b", 3) == EIO)
+            #expect(readPage("b", 0) == 0)
+            #expect(readPage("d", 4) == EIO)
+            #expect(readPage("d", 0) == 0)
+            let log = mounts[0].log
+            #expect(log.contains("authentication failed"), "log: \(log.suffix(2000))")
+        }
+    }
+}
