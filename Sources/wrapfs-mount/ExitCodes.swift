@@ -14,6 +14,8 @@ enum Exit {
     static let mountFailed = ExitCode(70)
     /// The passphrase does not unwrap the volume's key.
     static let wrongPassphrase = ExitCode(71)
+    /// fsck found pages or headers that do not check out.
+    static let damaged = ExitCode(72)
 }
 
 /// A failure with its message and exit code.

@@ -104,12 +104,13 @@ struct EncryptionTests {
     }
 
     /// Slots are 4,096 + 32 bytes after a 20-byte file header.
-    @Test("tampering reads as EIO: a flipped byte, pages swapped between files, a page moved within a file, a truncated slot")
+    @Test("tampering reads as EIO and fsck names it: a flipped byte, pages swapped between files, a page moved within a file, a truncated slot")
     func tampering() throws {
         let s = try Scratch("enc")
         defer { s.remove() }
         let header = 20, slot = 4096 + 32
-        try TestVolume(s).with("aes-gcm") { top, lower, mounts in
+        let volume = try TestVolume(s)
+        try volume.with("aes-gcm") { top, lower, mounts in
             let pages = (0..<4).map { p in [UInt8](repeating: UInt8(0x41 + p), count: 4096) }
             try writeFile(top + "/a", pages.flatMap { $0 })
             try writeFile(top + "/b", pages.flatMap { $0 })
@@ -143,6 +144,13 @@ struct EncryptionTests {
             #expect(readPage("d", 0) == 0)
             let log = mounts[0].log
             #expect(log.contains("authentication failed"), "log: \(log.suffix(2000))")
+            // fsck names exactly the damaged pages.
+            let fsck = try run(Build.mountTool, ["fsck", lower, "--passfile", volume.passfile])
+            #expect(fsck.status == 72, "\(fsck.output)")
+            for damaged in ["a: page 1 ", "b: page 3 ", "c: page 2 ", "d: page 4 "] {
+                #expect(fsck.output.contains(damaged), "fsck output: \(fsck.output)")
+            }
+            #expect(fsck.output.split(separator: "\n").filter { $0.contains(": page ") }.count == 4, "\(fsck.output)")
         }
     }
 }
