@@ -32,6 +32,8 @@ public enum BuiltinCodecs {
     }
 
     static func pageSizeOption(_ o: CodecOptions, default value: Int = 4096) throws -> Int {
+        // In a chain, a codec's pages are what the codec before it makes (see ChainCodec).
+        if let input = o.values["input-size"], let n = Int(input), n > 0 { return n }
         let p = try o.int("page-size", default: value)
         guard p >= 512, p <= 1 << 20, p & (p - 1) == 0 else {
             throw CodecError("page-size must be a power of two between 512 and 1048576, got \(p)")

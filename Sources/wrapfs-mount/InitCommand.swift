@@ -16,10 +16,10 @@ struct InitCommand: ParsableCommand {
         """)
 
     @Argument(help: "The directory that will hold the encrypted files.") var lower: String
-    @Option(help: "aes-gcm (authenticated) or aes-ctr (confidentiality only).") var codec = "aes-gcm"
+    @Option(help: "aes-gcm (authenticated), aes-ctr (confidentiality only), or a chain such as gzip,aes-gcm.") var codec = "aes-gcm"
     @Flag(help: "Keep file names as they are (only content is encrypted).") var plaintextNames = false
     @Option(help: "scrypt cost: N = 2^LOGN (10...22).") var scryptLogn = ScryptCost.strong.logN
-    @Option(help: "Plain bytes per page (power of two, 512...1048576).") var pageSize = 4096
+    @Option(help: "Plain bytes per page (power of two, 512...1048576; default 4096, gzip chains 65536).") var pageSize: Int?
     @OptionGroup var passphrase: PassphraseOptions
 
     func run() throws {
@@ -32,9 +32,15 @@ struct InitCommand: ParsableCommand {
     }
 
     private func create() throws {
-        guard BuiltinCodecs.encrypting.contains(codec) else {
-            throw Failure("init makes encrypted volumes: --codec aes-gcm or aes-ctr, not \(codec)", Exit.unknownCodec)
+        BuiltinCodecs.register()
+        let names = codec.split(separator: ",").map(String.init)
+        guard let last = names.last, BuiltinCodecs.encrypting.contains(last) else {
+            throw Failure("init makes encrypted volumes: --codec aes-gcm or aes-ctr, or a chain ending in one (gzip,aes-gcm), not \(codec)", Exit.unknownCodec)
         }
+        for name in names where CodecRegistry.shared.descriptor(named: name) == nil {
+            throw Failure("\(UnknownCodec(name: name, known: CodecRegistry.shared.all.map(\.name)))", Exit.unknownCodec)
+        }
+        let pageSize = self.pageSize ?? (names[0] == "gzip" ? 65536 : 4096)
         guard plaintextNames else {
             throw Failure("encrypted names are not built yet: pass --plaintext-names (content is still encrypted)", Exit.badOption)
         }
@@ -55,7 +61,7 @@ struct InitCommand: ParsableCommand {
         let master = try WrappedMasterKey.newMasterKey()
         let wrapped = try WrappedMasterKey(wrapping: master, passphrase: secret, cost: cost)
         master.wipe()
-        try VolumeFile(codec: codec, options: ["page-size": String(pageSize), "plaintext-names": "true"], key: wrapped).save(in: lower)
+        try VolumeFile(codec: names.joined(separator: ","), options: ["page-size": String(pageSize), "plaintext-names": "true"], key: wrapped).save(in: lower)
         print("Created an \(codec) volume in \(lower). Mount it with: wrapfs-mount \(lower) MOUNTPOINT --codec \(codec)")
     }
 }

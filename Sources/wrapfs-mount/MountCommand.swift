@@ -119,34 +119,46 @@ struct MountCommand: ParsableCommand {
             values[kv[0]] = kv.count > 1 ? kv[1] : ""
         }
         let names = codec.split(separator: ",").map(String.init)
-        guard names.count == 1 else { throw Failure("codec chains are not available yet: use one codec", Exit.unknownCodec) }
+        let chainName = names.joined(separator: ",")
+        /// The codec, or the chain: each codec after the first encodes what the one before made.
         func make(_ values: [String: String], _ masterKey: SecretBytes? = nil) throws -> Codec {
-            do {
-                return try CodecRegistry.shared.make(names[0], options: CodecOptions(values, masterKey: masterKey))
-            } catch let e as UnknownCodec {
-                throw Failure("\(e)", Exit.unknownCodec)
-            } catch {
-                throw Failure("codec \(names[0]): \(error)", Exit.badOption)
+            func one(_ name: String, _ options: CodecOptions) throws -> Codec {
+                do {
+                    return try CodecRegistry.shared.make(name, options: options)
+                } catch let e as UnknownCodec {
+                    throw Failure("\(e)", Exit.unknownCodec)
+                } catch {
+                    throw Failure("codec \(name): \(error)", Exit.badOption)
+                }
             }
+            var made = try one(names[0], CodecOptions(values, masterKey: masterKey))
+            for next in names.dropFirst() {
+                let outer = try one(next, CodecOptions(["input-size": String(made.slotSize)], masterKey: masterKey))
+                do { made = try ChainCodec(inner: made, outer: outer) } catch { throw Failure("codec chain \(chainName): \(error)", Exit.badOption) }
+            }
+            return made
         }
         if let lower, let volume = try VolumeFile.load(from: lower), let wrapped = volume.key {
             return (try unlock(volume, wrapped, lower: lower, asked: values, make: make), true)
         }
-        if BuiltinCodecs.encrypting.contains(names[0]) {
-            // Made for real once the volume is unlocked; the early check only needs the name.
+        if names.contains(where: BuiltinCodecs.encrypting.contains) {
+            // Made for real once the volume is unlocked; the early check only needs the names.
+            for name in names where CodecRegistry.shared.descriptor(named: name) == nil {
+                throw Failure("\(UnknownCodec(name: name, known: CodecRegistry.shared.all.map(\.name)))", Exit.unknownCodec)
+            }
             if lower == nil { return (IdentityCodec(pageSize: 4096), false) }
-            throw Failure("\(lower ?? "LOWER") is not an encrypted volume: create it with `wrapfs-mount init \(lower ?? "LOWER") --codec \(names[0]) --plaintext-names`", Exit.badLower)
+            throw Failure("\(lower!) is not an encrypted volume: create it with `wrapfs-mount init \(lower!) --codec \(chainName) --plaintext-names`", Exit.badLower)
         }
         let first = try make(values)
         guard let lower else { return (first, false) }
         if first.preservesSize, try VolumeFile.load(from: lower) == nil { return (first, false) }
-        let merged = try VolumeFile.reconcile(lower: lower, codec: names[0], asked: values, pageSize: first.pageSize)
+        let merged = try VolumeFile.reconcile(lower: lower, codec: chainName, asked: values, pageSize: first.pageSize)
         let codec = try make(merged)
         var stored = merged
         stored["page-size"] = String(codec.pageSize)
         stored["level"] = nil
         if try VolumeFile.load(from: lower) == nil {
-            try VolumeFile(codec: names[0], options: stored).save(in: lower)
+            try VolumeFile(codec: chainName, options: stored).save(in: lower)
         }
         return (codec, true)
     }
@@ -154,8 +166,7 @@ struct MountCommand: ParsableCommand {
     /// An encrypted volume's codec, with its master key unwrapped by the user's passphrase.
     private func unlock(_ volume: VolumeFile, _ wrapped: WrappedMasterKey, lower: String, asked: [String: String],
                         make: ([String: String], SecretBytes?) throws -> Codec) throws -> Codec {
-        let names = codec.split(separator: ",").map(String.init)
-        guard names == [volume.codec] else {
+        guard codec.split(separator: ",").joined(separator: ",") == volume.codec else {
             throw Failure("\(lower) is an \(volume.codec) volume; mount it with --codec \(volume.codec)", Exit.badOption)
         }
         for (key, value) in asked where volume.options[key] != value {

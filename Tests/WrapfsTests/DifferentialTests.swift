@@ -31,6 +31,9 @@ struct DifferentialTests {
     @Test("gzip with 4 KiB pages", .timeLimit(.minutes(10)), arguments: seeds)
     func gzipSmallPages(seed: UInt64) throws { try Self.check(["gzip"], seed: seed, extra: ["--codec-option", "page-size=4096"]) }
 
+    @Test("the chain gzip,rot in one layer", .timeLimit(.minutes(10)), arguments: seeds)
+    func gzipRotChain(seed: UInt64) throws { try Self.check(["gzip,rot"], seed: seed) }
+
     @Test("gzip stacked under rot", .timeLimit(.minutes(10)), arguments: seeds)
     func gzipUnderRot(seed: UInt64) throws { try Self.check(["gzip", "rot"], seed: seed) }
 }

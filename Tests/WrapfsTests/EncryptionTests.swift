@@ -27,7 +27,7 @@ struct TestVolume {
 
 @Suite("Encryption", .serialized, .enabled(if: Fuse.required, "needs /dev/fuse"))
 struct EncryptionTests {
-    @Test("differential checker", .timeLimit(.minutes(10)), arguments: ["aes-gcm", "aes-ctr"], DifferentialTests.seeds)
+    @Test("differential checker", .timeLimit(.minutes(10)), arguments: ["aes-gcm", "aes-ctr", "gzip,aes-gcm"], DifferentialTests.seeds)
     func checker(codec: String, seed: UInt64) throws {
         let s = try Scratch("enc")
         defer { s.remove() }
@@ -37,7 +37,7 @@ struct EncryptionTests {
         }
     }
 
-    @Test("a marker written through the layer appears nowhere in the lower files", arguments: ["aes-gcm", "aes-ctr"])
+    @Test("a marker written through the layer appears nowhere in the lower files", arguments: ["aes-gcm", "aes-ctr", "gzip,aes-gcm"])
     func noPlaintextBelow(codec: String) throws {
         let s = try Scratch("enc")
         defer { s.remove() }

@@ -65,5 +65,9 @@ public final class CodecRegistry {
 public struct UnknownCodec: Error, CustomStringConvertible {
     public let name: String
     public let known: [String]
+    public init(name: String, known: [String]) {
+        self.name = name
+        self.known = known
+    }
     public var description: String { "unknown codec '\(name)' (known: \(known.joined(separator: ", ")))" }
 }

@@ -197,7 +197,7 @@ func withLayers<R>(_ codecs: [String], extra: [String] = [], lowerIn base: Strin
     for (i, codec) in codecs.enumerated() {
         let point = try scratch.dir("mnt\(i)")
         var layerExtra = extra
-        if ["aes-gcm", "aes-ctr"].contains(codec) && !extra.contains("--passfile") {
+        if codec.split(separator: ",").contains(where: { ["aes-gcm", "aes-ctr"].contains($0) }) && !extra.contains("--passfile") {
             // An encrypting layer needs a volume: made here, unlocked by a passphrase file.
             let volume = try TestVolume(scratch)
             try volume.create(below, codec: codec)
