@@ -18,7 +18,7 @@ let package = Package(
         .systemLibrary(name: "CFuse", pkgConfig: "fuse3",
                        providers: [.apt(["libfuse3-dev"])]),
         .target(name: "Wrapfs", dependencies: [
-            "CFuse",
+            "CFuse", "COpenSSL",
             .product(name: "Logging", package: "swift-log"),
         ]),
         .systemLibrary(name: "CZlib", pkgConfig: "zlib",

@@ -50,6 +50,27 @@ static inline int wrapfs_ctr_xor(EVP_CIPHER_CTX *c, const unsigned char *iv, con
     return EVP_EncryptFinal_ex(c, out + len, &fin) == 1 && fin == 0;
 }
 
+// AES-SIV (RFC 5297) over one name: deterministic, authenticated. `cipher` is "AES-256-SIV"
+// (64-byte key). Encrypting writes n bytes and the 16-byte tag; decrypting checks the tag.
+static inline int wrapfs_siv(EVP_CIPHER *cipher, int encrypt, const unsigned char *key,
+                             const unsigned char *in, int n, unsigned char *out, unsigned char *tag) {
+    EVP_CIPHER_CTX *c = EVP_CIPHER_CTX_new();
+    int ok = 0, len = 0, fin = 0;
+    if (c && EVP_CipherInit_ex2(c, cipher, key, NULL, encrypt, NULL) == 1
+        && (encrypt || EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_AEAD_SET_TAG, 16, (void *)tag) == 1)) {
+        ok = EVP_CipherUpdate(c, out, &len, in, n) == 1 && len == n && EVP_CipherFinal_ex(c, out + len, &fin) == 1;
+        if (ok && encrypt) ok = EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_AEAD_GET_TAG, 16, tag) == 1;
+    }
+    EVP_CIPHER_CTX_free(c);
+    return ok;
+}
+static inline EVP_CIPHER *wrapfs_siv_cipher(void) { return EVP_CIPHER_fetch(NULL, "AES-256-SIV", NULL); }
+
+// SHA-256 of a long encoded name: its short stand-in in the lower directory.
+static inline int wrapfs_sha256(const unsigned char *in, size_t n, unsigned char *out) {
+    return EVP_Digest(in, n, out, NULL, EVP_sha256(), NULL);
+}
+
 // HKDF-SHA256 (RFC 5869) with an empty salt: a subkey for one purpose from the master key.
 static inline int wrapfs_hkdf_sha256(const unsigned char *key, int keyLen, const unsigned char *info, int infoLen,
                                      unsigned char *out, size_t outLen) {

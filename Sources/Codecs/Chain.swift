@@ -68,3 +68,21 @@ public final class ChainCodec: Codec {
     public func decodeLinkTarget(_ t: [UInt8]) throws -> [UInt8] { try inner.decodeLinkTarget(try outer.decodeLinkTarget(t)) }
     public var preservesNameLength: Bool { inner.preservesNameLength && outer.preservesNameLength }
 }
+
+extension ChainCodec {
+    /// Makes `spec`, one codec or a chain ("gzip,aes-gcm"), from the registry: the first codec
+    /// takes `options`; each next one takes pages of what the one before makes, the master key,
+    /// and the name options.
+    public static func make(_ spec: String, options: CodecOptions, registry: CodecRegistry = .shared) throws -> Codec {
+        let names = spec.split(separator: ",").map(String.init)
+        guard let first = names.first else { throw CodecError("no codec named") }
+        var made = try registry.make(first, options: options)
+        for next in names.dropFirst() {
+            var values = ["input-size": String(made.slotSize)]
+            values["plaintext-names"] = options.values["plaintext-names"]
+            let outer = try registry.make(next, options: CodecOptions(values, masterKey: options.masterKey))
+            made = try ChainCodec(inner: made, outer: outer)
+        }
+        return made
+    }
+}

@@ -39,7 +39,7 @@ struct FsckCommand: ParsableCommand {
         } catch let e as WrongPassphrase {
             throw Failure("\(e)", Exit.wrongPassphrase)
         }
-        let codec = try CodecRegistry.shared.make(volume.codec, options: CodecOptions(volume.options.filter { $0.key != "plaintext-names" }, masterKey: master))
+        let codec = try ChainCodec.make(volume.codec, options: CodecOptions(volume.options, masterKey: master))
         var damaged = 0
         let walker = FileManager.default.enumerator(atPath: lower)
         while let relative = walker?.nextObject() as? String {

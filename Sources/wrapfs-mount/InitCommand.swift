@@ -41,9 +41,6 @@ struct InitCommand: ParsableCommand {
             throw Failure("\(UnknownCodec(name: name, known: CodecRegistry.shared.all.map(\.name)))", Exit.unknownCodec)
         }
         let pageSize = self.pageSize ?? (names[0] == "gzip" ? 65536 : 4096)
-        guard plaintextNames else {
-            throw Failure("encrypted names are not built yet: pass --plaintext-names (content is still encrypted)", Exit.badOption)
-        }
         let cost = ScryptCost(logN: scryptLogn)
         guard cost.isValid else { throw Failure("--scrypt-logn must be between 10 and 22", Exit.badOption) }
         guard pageSize >= 512, pageSize <= 1 << 20, pageSize & (pageSize - 1) == 0 else {
@@ -61,7 +58,7 @@ struct InitCommand: ParsableCommand {
         let master = try WrappedMasterKey.newMasterKey()
         let wrapped = try WrappedMasterKey(wrapping: master, passphrase: secret, cost: cost)
         master.wipe()
-        try VolumeFile(codec: names.joined(separator: ","), options: ["page-size": String(pageSize), "plaintext-names": "true"], key: wrapped).save(in: lower)
+        try VolumeFile(codec: names.joined(separator: ","), options: ["page-size": String(pageSize), "plaintext-names": plaintextNames ? "true" : "false"], key: wrapped).save(in: lower)
         print("Created an \(codec) volume in \(lower). Mount it with: wrapfs-mount \(lower) MOUNTPOINT --codec \(codec)")
     }
 }

@@ -122,21 +122,13 @@ struct MountCommand: ParsableCommand {
         let chainName = names.joined(separator: ",")
         /// The codec, or the chain: each codec after the first encodes what the one before made.
         func make(_ values: [String: String], _ masterKey: SecretBytes? = nil) throws -> Codec {
-            func one(_ name: String, _ options: CodecOptions) throws -> Codec {
-                do {
-                    return try CodecRegistry.shared.make(name, options: options)
-                } catch let e as UnknownCodec {
-                    throw Failure("\(e)", Exit.unknownCodec)
-                } catch {
-                    throw Failure("codec \(name): \(error)", Exit.badOption)
-                }
+            do {
+                return try ChainCodec.make(chainName, options: CodecOptions(values, masterKey: masterKey))
+            } catch let e as UnknownCodec {
+                throw Failure("\(e)", Exit.unknownCodec)
+            } catch {
+                throw Failure("codec \(chainName): \(error)", Exit.badOption)
             }
-            var made = try one(names[0], CodecOptions(values, masterKey: masterKey))
-            for next in names.dropFirst() {
-                let outer = try one(next, CodecOptions(["input-size": String(made.slotSize)], masterKey: masterKey))
-                do { made = try ChainCodec(inner: made, outer: outer) } catch { throw Failure("codec chain \(chainName): \(error)", Exit.badOption) }
-            }
-            return made
         }
         if let lower, let volume = try VolumeFile.load(from: lower), let wrapped = volume.key {
             return (try unlock(volume, wrapped, lower: lower, asked: values, make: make), true)
@@ -147,7 +139,7 @@ struct MountCommand: ParsableCommand {
                 throw Failure("\(UnknownCodec(name: name, known: CodecRegistry.shared.all.map(\.name)))", Exit.unknownCodec)
             }
             if lower == nil { return (IdentityCodec(pageSize: 4096), false) }
-            throw Failure("\(lower!) is not an encrypted volume: create it with `wrapfs-mount init \(lower!) --codec \(chainName) --plaintext-names`", Exit.badLower)
+            throw Failure("\(lower!) is not an encrypted volume: create it with `wrapfs-mount init \(lower!) --codec \(chainName)`", Exit.badLower)
         }
         let first = try make(values)
         guard let lower else { return (first, false) }
@@ -182,7 +174,7 @@ struct MountCommand: ParsableCommand {
         } catch {
             throw Failure("cannot unlock \(lower): \(error)", Exit.failure)
         }
-        return try make(volume.options.filter { $0.key != "plaintext-names" }, master)
+        return try make(volume.options, master)
     }
 
     private func checkDirectory(_ path: String, what: String, code: ExitCode) throws -> String {

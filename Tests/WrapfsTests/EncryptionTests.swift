@@ -14,14 +14,15 @@ struct TestVolume {
         try writeFile(passfile, Array((passphrase + "\n").utf8))
     }
 
-    func create(_ lower: String, codec: String) throws {
-        let r = try run(Build.mountTool, ["init", lower, "--codec", codec, "--plaintext-names", "--passfile", passfile] + Self.cost)
+    func create(_ lower: String, codec: String, plaintextNames: Bool = false) throws {
+        let r = try run(Build.mountTool, ["init", lower, "--codec", codec, "--passfile", passfile] + Self.cost
+                        + (plaintextNames ? ["--plaintext-names"] : []))
         if r.status != 0 { throw MountFailure(description: "init failed (\(r.status)): \(r.output)") }
     }
 
     /// Mounts a fresh volume of `codec` and runs `body` on it.
-    func with<R>(_ codec: String, _ body: (_ top: String, _ lower: String, _ mounts: [Mounted]) throws -> R) throws -> R {
-        try withLayers([codec], extra: ["--passfile", passfile], prepareLower: { try create($0, codec: codec) }, body)
+    func with<R>(_ codec: String, plaintextNames: Bool = false, _ body: (_ top: String, _ lower: String, _ mounts: [Mounted]) throws -> R) throws -> R {
+        try withLayers([codec], extra: ["--passfile", passfile], prepareLower: { try create($0, codec: codec, plaintextNames: plaintextNames) }, body)
     }
 }
 
@@ -37,11 +38,26 @@ struct EncryptionTests {
         }
     }
 
-    @Test("a marker written through the layer appears nowhere in the lower files", arguments: ["aes-gcm", "aes-ctr", "gzip,aes-gcm"])
+    @Test("differential checker with plaintext names", .timeLimit(.minutes(10)), arguments: DifferentialTests.seeds.prefix(2))
+    func checkerPlaintextNames(seed: UInt64) throws {
+        let s = try Scratch("enc")
+        defer { s.remove() }
+        try TestVolume(s).with("aes-gcm", plaintextNames: true) { top, _, _ in
+            let checker = DifferentialChecker(subject: top, reference: try s.dir("plain"), seed: seed)
+            try checker.run(operations: DifferentialTests.operationsPerSeed)
+        }
+    }
+
+    @Test("a marker in contents, names and symlink targets appears nowhere in the lower tree", arguments: ["aes-gcm", "aes-ctr", "gzip,aes-gcm"])
     func noPlaintextBelow(codec: String) throws {
         let s = try Scratch("enc")
         defer { s.remove() }
         try TestVolume(s).with(codec) { top, lower, _ in
+            try sh("mkdir '\(top)/dir-WRAPFS-MARKER-4711-' && echo x > '\(top)/dir-WRAPFS-MARKER-4711-/file-WRAPFS-MARKER-4711-' && ln -s target-WRAPFS-MARKER-4711- '\(top)/link'")
+            let names = try sh("find '\(lower)' -printf '%f %l\\n'")
+            #expect(!names.contains("WRAPFS-MARKER"), "\(names)")
+            #expect(try sh("ls '\(top)/dir-WRAPFS-MARKER-4711-'").contains("file-WRAPFS-MARKER-4711-"))
+            #expect(try sh("readlink '\(top)/link'") == "target-WRAPFS-MARKER-4711-\n")
             let marker = Array("WRAPFS-MARKER-4711-".utf8)
             try writeFile(top + "/small", marker)
             try writeFile(top + "/big", Array((0..<3000).flatMap { _ in marker }))
@@ -54,13 +70,35 @@ struct EncryptionTests {
         }
     }
 
+    @Test("names of 255 bytes: stored under a hash with the full name beside it; list, rename, unlink")
+    func longNames() throws {
+        let s = try Scratch("enc")
+        defer { s.remove() }
+        try TestVolume(s).with("aes-gcm") { top, lower, _ in
+            let long = String(repeating: "n", count: 250) + "-long", other = String(repeating: "o", count: 255)
+            try writeFile(top + "/" + long, Array("content".utf8))
+            try sh("mkdir '\(top)/\(String(repeating: "d", count: 255))'")
+            let listing = try FileManager.default.contentsOfDirectory(atPath: top).sorted()
+            #expect(listing == [String(repeating: "d", count: 255), long].sorted())
+            #expect(try readFile(top + "/" + long) == Array("content".utf8))
+            let below = try FileManager.default.contentsOfDirectory(atPath: lower)
+            #expect(below.allSatisfy { $0.utf8.count <= 255 })
+            #expect(below.filter { $0.hasPrefix("wrapfs.long.") && $0.hasSuffix(".name") }.count == 2, "\(below)")
+            #expect(rename(top + "/" + long, top + "/" + other) == 0)
+            #expect(try readFile(top + "/" + other) == Array("content".utf8))
+            #expect(unlink(top + "/" + other) == 0 && rmdir(top + "/" + String(repeating: "d", count: 255)) == 0)
+            #expect(try FileManager.default.contentsOfDirectory(atPath: lower) == [".wrapfs.json"])
+            #expect(open(top + "/" + String(repeating: "z", count: 256), O_CREAT | O_WRONLY, 0o644) == -1 && errno == ENAMETOOLONG)
+        }
+    }
+
     @Test("a wrong passphrase mounts nothing and exits 71; passwd changes it without touching data")
     func passphrases() throws {
         let s = try Scratch("enc")
         defer { s.remove() }
         let right = try TestVolume(s), wrong = try TestVolume(s, passphrase: "not it"), newer = try TestVolume(s, passphrase: "a new one")
         let lower = try s.dir("lower"), point = try s.dir("mnt")
-        try right.create(lower, codec: "aes-gcm")
+        try right.create(lower, codec: "aes-gcm", plaintextNames: true)
         #expect(try statOf(lower + "/.wrapfs.json").st_mode & 0o777 == 0o600)
         do {
             let m = try Mounted(lower: lower, point: point, codec: "aes-gcm", extra: ["--passfile", right.passfile])
@@ -110,7 +148,7 @@ struct EncryptionTests {
         defer { s.remove() }
         let header = 20, slot = 4096 + 32
         let volume = try TestVolume(s)
-        try volume.with("aes-gcm") { top, lower, mounts in
+        try volume.with("aes-gcm", plaintextNames: true) { top, lower, mounts in
             let pages = (0..<4).map { p in [UInt8](repeating: UInt8(0x41 + p), count: 4096) }
             try writeFile(top + "/a", pages.flatMap { $0 })
             try writeFile(top + "/b", pages.flatMap { $0 })

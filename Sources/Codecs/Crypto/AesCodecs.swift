@@ -30,8 +30,11 @@ public final class AesGcmCodec: Codec {
     private let sealers: ThreadCiphers
     private let openers: ThreadCiphers
 
-    public init(masterKey: SecretBytes, pageSize: Int = 4096) throws {
+    private let names: NameCipher?
+
+    public init(masterKey: SecretBytes, pageSize: Int = 4096, encryptNames: Bool = true) throws {
         self.pageSize = pageSize
+        names = encryptNames ? try NameCipher(masterKey: masterKey) : nil
         let key = try Subkeys.derive(from: masterKey, purpose: "wrapfs aes-256-gcm page content")
         sealers = ThreadCiphers(gcm: true, encrypt: true, key: key)
         openers = ThreadCiphers(gcm: true, encrypt: false, key: key)
@@ -39,6 +42,13 @@ public final class AesGcmCodec: Codec {
 
     public func makeHeader(_ header: UnsafeMutableRawBufferPointer) throws { try EncryptedFileHeader.make(header, algorithm: 1) }
     public func checkHeader(_ header: UnsafeRawBufferPointer) throws { try EncryptedFileHeader.check(header, algorithm: 1) }
+
+    // Names and symlink targets: AES-SIV unless the volume keeps plaintext names.
+    public func encodeName(_ name: [UInt8]) throws -> [UInt8] { try names.map { try $0.encrypt(name) } ?? name }
+    public func decodeName(_ name: [UInt8]) throws -> [UInt8] { try names.map { try $0.decrypt(name) } ?? name }
+    public func encodeLinkTarget(_ target: [UInt8]) throws -> [UInt8] { try names.map { try $0.encrypt(target) } ?? target }
+    public func decodeLinkTarget(_ target: [UInt8]) throws -> [UInt8] { try names.map { try $0.decrypt(target) } ?? target }
+    public var preservesNameLength: Bool { names == nil }
 
     public func encode(_ page: UnsafeRawBufferPointer, into slot: UnsafeMutableRawBufferPointer, context: PageContext) throws -> Int {
         let n = page.count
@@ -84,14 +94,24 @@ public final class AesCtrCodec: Codec {
     public var fixedOverhead: Int? { 16 }
     private let ciphers: ThreadCiphers
 
-    public init(masterKey: SecretBytes, pageSize: Int = 4096) throws {
+    private let names: NameCipher?
+
+    public init(masterKey: SecretBytes, pageSize: Int = 4096, encryptNames: Bool = true) throws {
         self.pageSize = pageSize
+        names = encryptNames ? try NameCipher(masterKey: masterKey) : nil
         let key = try Subkeys.derive(from: masterKey, purpose: "wrapfs aes-256-ctr page content")
         ciphers = ThreadCiphers(gcm: false, encrypt: true, key: key)
     }
 
     public func makeHeader(_ header: UnsafeMutableRawBufferPointer) throws { try EncryptedFileHeader.make(header, algorithm: 2) }
     public func checkHeader(_ header: UnsafeRawBufferPointer) throws { try EncryptedFileHeader.check(header, algorithm: 2) }
+
+    // Names and symlink targets: AES-SIV unless the volume keeps plaintext names.
+    public func encodeName(_ name: [UInt8]) throws -> [UInt8] { try names.map { try $0.encrypt(name) } ?? name }
+    public func decodeName(_ name: [UInt8]) throws -> [UInt8] { try names.map { try $0.decrypt(name) } ?? name }
+    public func encodeLinkTarget(_ target: [UInt8]) throws -> [UInt8] { try names.map { try $0.encrypt(target) } ?? target }
+    public func decodeLinkTarget(_ target: [UInt8]) throws -> [UInt8] { try names.map { try $0.decrypt(target) } ?? target }
+    public var preservesNameLength: Bool { names == nil }
 
     public func encode(_ page: UnsafeRawBufferPointer, into slot: UnsafeMutableRawBufferPointer, context: PageContext) throws -> Int {
         try randomBytes(UnsafeMutableRawBufferPointer(rebasing: slot[0..<16]))

@@ -34,11 +34,20 @@ public final class Layer {
 
     /// The lower name for an upper path component, as a C string.
     func lowerName(_ name: UnsafePointer<CChar>, in parent: Inode) throws -> [CChar] {
-        let encoded: [UInt8]
+        Self.cString(try lowerNameBytes(name, in: parent))
+    }
+
+    /// The lower name's bytes: the codec's encoding, or its stand-in when that is too long.
+    func lowerNameBytes(_ name: UnsafePointer<CChar>, in parent: Inode) throws -> [UInt8] {
+        if strlen(name) > Int(NAME_MAX) { throw Errno.ENAMETOOLONG }
+        var encoded: [UInt8]
         do { encoded = try codec.encodeName(Layer.bytes(name)) } catch { throw Errno.EINVAL }
-        if encoded.count > Int(NAME_MAX) { throw Errno.ENAMETOOLONG }
+        if encoded.count > Int(NAME_MAX) {
+            guard usesLongNames else { throw Errno.ENAMETOOLONG }
+            encoded = LongNames.standIn(for: encoded)
+        }
         if parent === inodes.root && !options.hiddenRootNames.isEmpty && isHidden(encoded) { throw Errno.EPERM }
-        return Self.cString(encoded)
+        return encoded
     }
 
     /// The layer's own files in the lower root (see `LayerOptions.hiddenRootNames`).

@@ -115,6 +115,12 @@ extension Layer {
                 // are gone for the layer's users, as they would be on a local file system.
                 d.indexAfter[next] = d.entries.count
                 continue
+            } else if usesLongNames && LongNames.isSideFile(Layer.bytes(lname)) {
+                d.indexAfter[next] = d.entries.count  // a long name's side file: not an entry
+                continue
+            } else if usesLongNames && LongNames.isStandIn(Layer.bytes(lname)),
+                      let upper = longName(lname, inDirectory: dirfd(d.stream)).flatMap({ full in full.withUnsafeBufferPointer { _ in upperName(Layer.cString(full)) } }) {
+                name = upper
             } else if let upper = upperName(lname) {
                 name = upper
             } else {

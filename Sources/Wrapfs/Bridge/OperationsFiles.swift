@@ -36,7 +36,7 @@ extension Layer {
                 _ fi: UnsafeMutablePointer<fuse_file_info>) {
         serve(req) {
             let dir = inodes.inode(parent)
-            let lname = try lowerName(name, in: dir)
+            let lname = try lowerNameForNew(name, in: dir)
             try lname.withUnsafeBufferPointer { nb in
                 let n = nb.baseAddress!
                 let exclusive = fi.pointee.flags & O_EXCL

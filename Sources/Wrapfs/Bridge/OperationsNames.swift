@@ -8,7 +8,7 @@ extension Layer {
                            _ make: (Inode, UnsafePointer<CChar>) throws -> Void) {
         serve(req) {
             let dir = inodes.inode(parent)
-            let lname = try lowerName(name, in: dir)
+            let lname = try lowerNameForNew(name, in: dir)
             try lname.withUnsafeBufferPointer { n in
                 try make(dir, n.baseAddress!)
                 adoptOwnership(req, parent: dir, lowerName: n.baseAddress!)
@@ -53,7 +53,9 @@ extension Layer {
         serve(req) {
             let dir = inodes.inode(parent)
             if directory { inodes.closing.waitUntilIdle(milliseconds: 100) }
-            try dir.fd.unlinkAt(try lowerName(name, in: dir), directory: directory)
+            let lname = try lowerName(name, in: dir)
+            try dir.fd.unlinkAt(lname, directory: directory)
+            dropLongName(lname, in: dir)
             fuse_reply_err(req, 0)
         }
     }
@@ -62,7 +64,10 @@ extension Layer {
                 _ newParent: fuse_ino_t, _ newName: UnsafePointer<CChar>, _ flags: UInt32) {
         serve(req) {
             let from = inodes.inode(parent), to = inodes.inode(newParent)
-            try from.fd.renameAt(try lowerName(name, in: from), to: to.fd, try lowerName(newName, in: to), flags: flags)
+            let oldLower = try lowerName(name, in: from), newLower = try lowerNameForNew(newName, in: to)
+            try from.fd.renameAt(oldLower, to: to.fd, newLower, flags: flags)
+            // The old name is gone (unless the two were exchanged or are one and the same).
+            if flags & 2 == 0 && !(from === to && oldLower == newLower) { dropLongName(oldLower, in: from) }
             fuse_reply_err(req, 0)
         }
     }
@@ -70,7 +75,7 @@ extension Layer {
     func link(_ req: fuse_req_t, _ ino: fuse_ino_t, _ newParent: fuse_ino_t, _ newName: UnsafePointer<CChar>) {
         serve(req) {
             let dir = inodes.inode(newParent)
-            let lname = try lowerName(newName, in: dir)
+            let lname = try lowerNameForNew(newName, in: dir)
             try inodes.inode(ino).fd.linkTo(dir.fd, lname)
             reply(req, entry: try entry(parent: dir, lowerName: lname))
         }
