@@ -38,7 +38,7 @@ struct EncryptionTests {
         }
     }
 
-    @Test("differential checker with plaintext names", .timeLimit(.minutes(10)), arguments: DifferentialTests.seeds.prefix(2))
+    @Test("differential checker with plaintext names", .timeLimit(.minutes(10)), arguments: DifferentialTests.seeds.prefix(1))
     func checkerPlaintextNames(seed: UInt64) throws {
         let s = try Scratch("enc")
         defer { s.remove() }
