@@ -117,6 +117,21 @@ struct EncryptionTests {
         #expect(try readFile(point + "/kept") == Array("still here".utf8))
     }
 
+    @Test("the passphrase is asked on the terminal without echo (twice at init) and unlocks the volume")
+    func terminalPassphrase() throws {
+        let s = try Scratch("enc")
+        defer { s.remove() }
+        let lower = try s.dir("lower"), point = try s.dir("mnt")
+        // script(1) gives the command a terminal; the two lines answer the two prompts.
+        let r = try run("/bin/bash", ["-c", "(sleep 0.5; echo 'tty secret 1'; sleep 0.5; echo 'tty secret 1') | script -qec '\(Build.mountTool) init \(lower) --scrypt-logn 10' /dev/null"], timeout: 60)
+        #expect(r.status == 0, "\(r.output)")
+        #expect(r.output.contains("New passphrase:") && r.output.contains("Repeat the passphrase:"))
+        #expect(!r.output.contains("tty secret"), "the passphrase was echoed: \(r.output)")
+        let v = try TestVolume(s, passphrase: "tty secret 1")
+        let m = try Mounted(lower: lower, point: point, codec: "aes-gcm", extra: ["--passfile", v.passfile])
+        m.unmount()
+    }
+
     @Test("a damaged volume file is refused with a clear message")
     func damagedConfig() throws {
         let s = try Scratch("enc")
