@@ -43,7 +43,7 @@ struct LowerFileSystemsTests {
                 let checker = DifferentialChecker(subject: top, reference: reference, seed: 77)
                 checker.subjectAllocates = kind != "bindfs"  // bindfs has no fallocate,
                 checker.subjectRenamesWithFlags = kind != "bindfs"  // nor rename flags
-                try checker.run(operations: 4000)
+                try checker.run(operations: 2000)
             }
         }
     }
