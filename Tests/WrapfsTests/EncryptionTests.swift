@@ -132,6 +132,22 @@ struct EncryptionTests {
         m.unmount()
     }
 
+    @Test("--extpass runs a command for the passphrase; a failing command mounts nothing")
+    func externalPassphrase() throws {
+        let s = try Scratch("enc")
+        defer { s.remove() }
+        let lower = try s.dir("lower"), point = try s.dir("mnt")
+        let made = try run(Build.mountTool, ["init", lower, "--extpass", "echo from a command", "--scrypt-logn", "10"])
+        #expect(made.status == 0, "\(made.output)")
+        let m = try Mounted(lower: lower, point: point, codec: "aes-gcm", extra: ["--extpass", "echo from a command"])
+        m.unmount()
+        let failed = try run(Build.mountTool, [lower, point, "--codec", "aes-gcm", "--extpass", "false"])
+        #expect(failed.status == 64 && failed.output.contains("--extpass"), "\(failed.output)")
+        let wrong = try run(Build.mountTool, [lower, point, "--codec", "aes-gcm", "--extpass", "echo other"])
+        #expect(wrong.status == 71)
+        #expect(!MountTable.isMounted(point))
+    }
+
     @Test("a damaged volume file is refused with a clear message")
     func damagedConfig() throws {
         let s = try Scratch("enc")
