@@ -14,6 +14,8 @@ public final class ChainCodec: Codec {
     public var slotSize: Int { 4 + outer.slotSize }
     public var headerSize: Int { outer.headerSize + inner.headerSize }
     public var preservesSize: Bool { false }
+    /// The middle buffer between the two codecs, reused across pages.
+    private let buffers = BufferPool()
 
     /// `outer` must accept pages of `inner.slotSize` bytes.
     public init(inner: Codec, outer: Codec) throws {
@@ -41,7 +43,7 @@ public final class ChainCodec: Codec {
 
     public func encode(_ page: UnsafeRawBufferPointer, into slot: UnsafeMutableRawBufferPointer, context: PageContext) throws -> Int {
         let (outerContext, innerContext) = contexts(context)
-        return try withUnsafeTemporaryAllocation(byteCount: inner.slotSize, alignment: 16) { middle in
+        return try buffers.with(inner.slotSize) { middle in
             let m = try inner.encode(page, into: middle, context: innerContext)
             let e = try outer.encode(UnsafeRawBufferPointer(rebasing: middle[0..<m]),
                                      into: UnsafeMutableRawBufferPointer(rebasing: slot[4...]), context: outerContext)
@@ -55,7 +57,7 @@ public final class ChainCodec: Codec {
         let e = Int(UInt32(littleEndian: slot.loadUnaligned(fromByteOffset: 0, as: UInt32.self)))
         guard e >= 1, 4 + e <= slot.count else { throw CodecError("chain slot length \(e) out of range") }
         let (outerContext, innerContext) = contexts(context)
-        return try withUnsafeTemporaryAllocation(byteCount: outer.pageSize, alignment: 16) { middle in
+        return try buffers.with(outer.pageSize) { middle in
             let m = try outer.decode(UnsafeRawBufferPointer(rebasing: slot[4..<(4 + e)]), into: middle, context: outerContext)
             return try inner.decode(UnsafeRawBufferPointer(rebasing: middle[0..<m]), into: page, context: innerContext)
         }

@@ -33,12 +33,7 @@ struct FsckCommand: ParsableCommand {
         guard let volume = try VolumeFile.load(from: lower), let wrapped = volume.key else {
             throw Failure("\(lower) is not an encrypted volume", Exit.badLower)
         }
-        let master: SecretBytes
-        do {
-            master = try wrapped.unwrap(passphrase: try passphrase.read(prompt: "Passphrase for \(lower): "))
-        } catch let e as WrongPassphrase {
-            throw Failure("\(e)", Exit.wrongPassphrase)
-        }
+        let master = try passphrase.unlock(wrapped, of: lower, prompt: "Passphrase for \(lower): ")
         let codec = try ChainCodec.make(volume.codec, options: CodecOptions(volume.options, masterKey: master))
         var damaged = 0
         let walker = FileManager.default.enumerator(atPath: lower)

@@ -77,12 +77,7 @@ struct PasswdCommand: ParsableCommand {
             guard var volume = try VolumeFile.load(from: lower), let wrapped = volume.key else {
                 throw Failure("\(lower) is not an encrypted volume", Exit.badLower)
             }
-            let master: SecretBytes
-            do {
-                master = try wrapped.unwrap(passphrase: try passphrase.read(prompt: "Passphrase: "))
-            } catch let e as WrongPassphrase {
-                throw Failure("\(e)", Exit.wrongPassphrase)
-            }
+            let master = try passphrase.unlock(wrapped, of: lower)
             let fresh = try PassphraseOptions.parse(newPassfile.map { ["--passfile", $0] } ?? [])
                 .read(prompt: "New passphrase: ", confirm: true)
             volume.key = try WrappedMasterKey(wrapping: master, passphrase: fresh, cost: wrapped.scrypt)

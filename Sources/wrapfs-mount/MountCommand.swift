@@ -166,13 +166,9 @@ struct MountCommand: ParsableCommand {
         }
         let master: SecretBytes
         do {
-            master = try wrapped.unwrap(passphrase: try passphrase.read(prompt: "Passphrase for \(lower): "))
-        } catch let e as WrongPassphrase {
-            throw Failure("\(e); nothing mounted", Exit.wrongPassphrase)
-        } catch let f as Failure {
-            throw f
-        } catch {
-            throw Failure("cannot unlock \(lower): \(error)", Exit.failure)
+            master = try passphrase.unlock(wrapped, of: lower, prompt: "Passphrase for \(lower): ")
+        } catch let f as Failure where f.code == Exit.wrongPassphrase {
+            throw Failure("\(f.message); nothing mounted", f.code)
         }
         return try make(volume.options, master)
     }

@@ -1,5 +1,6 @@
 // Passphrases: from the terminal without echo, a file, or a command; never argv or the environment.
 import ArgumentParser
+import Codecs
 import Foundation
 import Glibc
 import Wrapfs
@@ -10,6 +11,19 @@ struct PassphraseOptions: ParsableArguments {
 
     func validate() throws {
         if passfile != nil && extpass != nil { throw ValidationError("give --passfile or --extpass, not both") }
+    }
+
+    /// The master key of the volume in `lower`, unwrapped with the passphrase asked for here.
+    func unlock(_ wrapped: WrappedMasterKey, of lower: String, prompt: String = "Passphrase: ") throws -> SecretBytes {
+        do {
+            return try wrapped.unwrap(passphrase: try read(prompt: prompt))
+        } catch let e as WrongPassphrase {
+            throw Failure("\(e)", Exit.wrongPassphrase)
+        } catch let f as Failure {
+            throw f
+        } catch {
+            throw Failure("cannot unlock \(lower): \(error)", Exit.failure)
+        }
     }
 
     /// The passphrase; on a terminal `confirm` asks a second time and the two must agree.

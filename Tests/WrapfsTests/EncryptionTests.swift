@@ -115,6 +115,10 @@ struct EncryptionTests {
         let m = try Mounted(lower: lower, point: point, codec: "aes-gcm", extra: ["--passfile", newer.passfile])
         defer { m.unmount() }
         #expect(try readFile(point + "/kept") == Array("still here".utf8))
+        // The keys sit in locked memory (root has no RLIMIT_MEMLOCK limit to stop it).
+        let status = try String(contentsOfFile: "/proc/\(m.daemon.pid)/status", encoding: .utf8)
+        let locked = status.split(separator: "\n").first { $0.hasPrefix("VmLck:") }.map { Int($0.split(separator: " ")[1]) ?? 0 } ?? 0
+        #expect(locked >= 4, "\(status.split(separator: "\n").filter { $0.hasPrefix("VmLck") })")
     }
 
     @Test("the passphrase is asked on the terminal without echo (twice at init) and unlocks the volume")

@@ -1,4 +1,4 @@
-// The encrypting codecs: aes-gcm (authenticated) and aes-ctr (confidentiality only), per page.
+// The encrypting codec: aes-gcm (authenticated) or aes-ctr (confidentiality only), per page.
 import COpenSSL
 import Wrapfs
 
@@ -17,33 +17,44 @@ enum EncryptedFileHeader {
     }
 }
 
-/// AES-256-GCM per page, as gocryptfs: slot = 16-byte random IV | ciphertext | 16-byte tag.
-/// Every write of a page draws a fresh IV; the file ID and the page index are authenticated
-/// data, so a page that is flipped, truncated, moved within its file or into another file
-/// fails authentication (EIO and a log line), never reads as garbage.
-public final class AesGcmCodec: Codec {
-    public let name = "aes-gcm"
-    public let pageSize: Int
-    public var slotSize: Int { pageSize + 32 }
-    public var headerSize: Int { EncryptedFileHeader.size }
-    public var fixedOverhead: Int? { 32 }
-    private let sealers: ThreadCiphers
-    private let openers: ThreadCiphers
-
-    private let names: NameCipher?
-
-    public init(masterKey: SecretBytes, pageSize: Int = 4096, encryptNames: Bool = true) throws {
-        self.pageSize = pageSize
-        names = encryptNames ? try NameCipher(masterKey: masterKey) : nil
-        let key = try Subkeys.derive(from: masterKey, purpose: "wrapfs aes-256-gcm page content")
-        sealers = ThreadCiphers(gcm: true, encrypt: true, key: key)
-        openers = ThreadCiphers(gcm: true, encrypt: false, key: key)
+/// The encrypting content codecs, one page per slot after the file header:
+/// - `aes-gcm` (as gocryptfs): slot = 16-byte random IV | ciphertext | 16-byte tag. The file ID
+///   and the page index are authenticated data, so a page that is flipped, truncated, moved
+///   within its file or into another file fails authentication (EIO and a log line).
+/// - `aes-ctr`: slot = 16-byte random initial counter block | ciphertext. It hides content but
+///   does not detect changes (no tag): use aes-gcm when tampering matters.
+/// Every write of a page draws a fresh IV, so no keystream is ever reused. Names and symlink
+/// targets are AES-SIV (`NameCipher`) unless the volume keeps plaintext names.
+public final class AesCodec: Codec {
+    public enum Mode: String, Sendable {
+        case gcm = "aes-gcm", ctr = "aes-ctr"
+        var algorithm: UInt8 { self == .gcm ? 1 : 2 }
+        var overhead: Int { self == .gcm ? 32 : 16 }
     }
 
-    public func makeHeader(_ header: UnsafeMutableRawBufferPointer) throws { try EncryptedFileHeader.make(header, algorithm: 1) }
-    public func checkHeader(_ header: UnsafeRawBufferPointer) throws { try EncryptedFileHeader.check(header, algorithm: 1) }
+    public let mode: Mode
+    public let pageSize: Int
+    public var name: String { mode.rawValue }
+    public var slotSize: Int { pageSize + mode.overhead }
+    public var headerSize: Int { EncryptedFileHeader.size }
+    public var fixedOverhead: Int? { mode.overhead }
+    private let sealers: ThreadCiphers
+    /// GCM opens with contexts of its own; CTR decrypts with the same pass that encrypts.
+    private let openers: ThreadCiphers
+    private let names: NameCipher?
 
-    // Names and symlink targets: AES-SIV unless the volume keeps plaintext names.
+    public init(_ mode: Mode, masterKey: SecretBytes, pageSize: Int = 4096, encryptNames: Bool = true) throws {
+        self.mode = mode
+        self.pageSize = pageSize
+        names = encryptNames ? try NameCipher(masterKey: masterKey) : nil
+        let key = try Subkeys.derive(from: masterKey, purpose: mode == .gcm ? "wrapfs aes-256-gcm page content" : "wrapfs aes-256-ctr page content")
+        sealers = ThreadCiphers(gcm: mode == .gcm, encrypt: true, key: key)
+        openers = mode == .gcm ? ThreadCiphers(gcm: true, encrypt: false, key: key) : sealers
+    }
+
+    public func makeHeader(_ header: UnsafeMutableRawBufferPointer) throws { try EncryptedFileHeader.make(header, algorithm: mode.algorithm) }
+    public func checkHeader(_ header: UnsafeRawBufferPointer) throws { try EncryptedFileHeader.check(header, algorithm: mode.algorithm) }
+
     public func encodeName(_ name: [UInt8]) throws -> [UInt8] { try names.map { try $0.encrypt(name) } ?? name }
     public func decodeName(_ name: [UInt8]) throws -> [UInt8] { try names.map { try $0.decrypt(name) } ?? name }
     public func encodeLinkTarget(_ target: [UInt8]) throws -> [UInt8] { try names.map { try $0.encrypt(target) } ?? target }
@@ -53,22 +64,35 @@ public final class AesGcmCodec: Codec {
     public func encode(_ page: UnsafeRawBufferPointer, into slot: UnsafeMutableRawBufferPointer, context: PageContext) throws -> Int {
         let n = page.count
         try randomBytes(UnsafeMutableRawBufferPointer(rebasing: slot[0..<16]))
-        let ok = try withAdditionalData(context) { aad in
-            wrapfs_gcm_seal(try sealers.context(), bytes(slot), bytes(aad), Int32(aad.count), bytes(page), Int32(n),
-                            mutableBytes(slot) + 16, mutableBytes(slot) + 16 + n)
+        let ok: Int32
+        switch mode {
+        case .gcm:
+            ok = try withAdditionalData(context) { aad in
+                wrapfs_gcm_seal(try sealers.context(), bytes(slot), bytes(aad), Int32(aad.count), bytes(page), Int32(n),
+                                mutableBytes(slot) + 16, mutableBytes(slot) + 16 + n)
+            }
+        case .ctr:
+            ok = wrapfs_ctr_xor(try sealers.context(), bytes(slot), bytes(page), Int32(n), mutableBytes(slot) + 16)
         }
-        guard ok == 1 else { throw CodecError("AES-GCM encryption failed") }
-        return n + 32
+        guard ok == 1 else { throw CodecError("\(name) encryption failed") }
+        return n + mode.overhead
     }
 
     public func decode(_ slot: UnsafeRawBufferPointer, into page: UnsafeMutableRawBufferPointer, context: PageContext) throws -> Int {
-        let n = slot.count - 32
+        let n = slot.count - mode.overhead
         guard n >= 1, n <= pageSize else { throw CodecError("slot of \(slot.count) bytes is too short or too long") }
-        let ok = try withAdditionalData(context) { aad in
-            wrapfs_gcm_open(try openers.context(), bytes(slot), bytes(aad), Int32(aad.count), bytes(slot) + 16, Int32(n),
-                            bytes(slot) + 16 + n, mutableBytes(page))
+        switch mode {
+        case .gcm:
+            let ok = try withAdditionalData(context) { aad in
+                wrapfs_gcm_open(try openers.context(), bytes(slot), bytes(aad), Int32(aad.count), bytes(slot) + 16, Int32(n),
+                                bytes(slot) + 16 + n, mutableBytes(page))
+            }
+            guard ok == 1 else { throw CodecError("authentication failed (page altered, moved or truncated)") }
+        case .ctr:
+            guard wrapfs_ctr_xor(try openers.context(), bytes(slot), bytes(slot) + 16, Int32(n), mutableBytes(page)) == 1 else {
+                throw CodecError("AES-CTR decryption failed")
+            }
         }
-        guard ok == 1 else { throw CodecError("authentication failed (page altered, moved or truncated)") }
         return n
     }
 
@@ -80,54 +104,6 @@ public final class AesGcmCodec: Codec {
             aad.storeBytes(of: context.index.bigEndian, toByteOffset: 16, as: UInt64.self)
             return try body(UnsafeRawBufferPointer(aad))
         }
-    }
-}
-
-/// AES-256-CTR per page: slot = 16-byte random initial counter block | ciphertext. It hides
-/// content but does not detect changes (no tag): use aes-gcm when tampering matters. A fresh
-/// random counter block per page write means no keystream is ever reused.
-public final class AesCtrCodec: Codec {
-    public let name = "aes-ctr"
-    public let pageSize: Int
-    public var slotSize: Int { pageSize + 16 }
-    public var headerSize: Int { EncryptedFileHeader.size }
-    public var fixedOverhead: Int? { 16 }
-    private let ciphers: ThreadCiphers
-
-    private let names: NameCipher?
-
-    public init(masterKey: SecretBytes, pageSize: Int = 4096, encryptNames: Bool = true) throws {
-        self.pageSize = pageSize
-        names = encryptNames ? try NameCipher(masterKey: masterKey) : nil
-        let key = try Subkeys.derive(from: masterKey, purpose: "wrapfs aes-256-ctr page content")
-        ciphers = ThreadCiphers(gcm: false, encrypt: true, key: key)
-    }
-
-    public func makeHeader(_ header: UnsafeMutableRawBufferPointer) throws { try EncryptedFileHeader.make(header, algorithm: 2) }
-    public func checkHeader(_ header: UnsafeRawBufferPointer) throws { try EncryptedFileHeader.check(header, algorithm: 2) }
-
-    // Names and symlink targets: AES-SIV unless the volume keeps plaintext names.
-    public func encodeName(_ name: [UInt8]) throws -> [UInt8] { try names.map { try $0.encrypt(name) } ?? name }
-    public func decodeName(_ name: [UInt8]) throws -> [UInt8] { try names.map { try $0.decrypt(name) } ?? name }
-    public func encodeLinkTarget(_ target: [UInt8]) throws -> [UInt8] { try names.map { try $0.encrypt(target) } ?? target }
-    public func decodeLinkTarget(_ target: [UInt8]) throws -> [UInt8] { try names.map { try $0.decrypt(target) } ?? target }
-    public var preservesNameLength: Bool { names == nil }
-
-    public func encode(_ page: UnsafeRawBufferPointer, into slot: UnsafeMutableRawBufferPointer, context: PageContext) throws -> Int {
-        try randomBytes(UnsafeMutableRawBufferPointer(rebasing: slot[0..<16]))
-        guard wrapfs_ctr_xor(try ciphers.context(), bytes(slot), bytes(page), Int32(page.count), mutableBytes(slot) + 16) == 1 else {
-            throw CodecError("AES-CTR encryption failed")
-        }
-        return page.count + 16
-    }
-
-    public func decode(_ slot: UnsafeRawBufferPointer, into page: UnsafeMutableRawBufferPointer, context: PageContext) throws -> Int {
-        let n = slot.count - 16
-        guard n >= 1, n <= pageSize else { throw CodecError("slot of \(slot.count) bytes is too short or too long") }
-        guard wrapfs_ctr_xor(try ciphers.context(), bytes(slot), bytes(slot) + 16, Int32(n), mutableBytes(page)) == 1 else {
-            throw CodecError("AES-CTR decryption failed")
-        }
-        return n
     }
 }
 

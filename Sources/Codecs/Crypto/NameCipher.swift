@@ -1,6 +1,5 @@
 // NameCipher: file names and symlink targets encrypted with AES-SIV, written as base64url.
 import COpenSSL
-import Foundation
 import Wrapfs
 
 /// Deterministic authenticated encryption of names: the same name always gives the same lower
@@ -47,20 +46,5 @@ final class NameCipher: @unchecked Sendable {
         }
         guard ok == 1 else { throw CodecError("name fails authentication") }
         return out
-    }
-}
-
-/// base64url without padding (RFC 4648 section 5).
-enum Base64URL {
-    static func encode(_ bytes: [UInt8]) -> String {
-        Data(bytes).base64EncodedString()
-            .replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_").replacingOccurrences(of: "=", with: "")
-    }
-
-    static func decode(_ text: [UInt8]) -> [UInt8]? {
-        guard text.allSatisfy({ (0x41...0x5A).contains($0) || (0x61...0x7A).contains($0) || (0x30...0x39).contains($0) || $0 == 0x2D || $0 == 0x5F }) else { return nil }
-        var s = String(decoding: text, as: UTF8.self).replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
-        while s.utf8.count % 4 != 0 { s += "=" }
-        return Data(base64Encoded: s).map { Array($0) }
     }
 }

@@ -80,18 +80,7 @@ public final class Layer {
         let fd = try parent.fd.openAt(lowerName, O_PATH | O_NOFOLLOW)
         let st: stat
         do { st = try lowerStat(fd) } catch { fd.close(); throw error }
-        let inode = inodes.remember(fd: fd, stat: st)
-        var e = fuse_entry_param()
-        e.ino = inodes.id(of: inode)
-        do {
-            e.attr = try attributes(inode, st)
-        } catch {
-            inodes.forget(e.ino, count: 1)
-            throw error
-        }
-        e.attr_timeout = options.attributeTimeout
-        e.entry_timeout = options.entryTimeout
-        return e
+        return try entryParameters(inodes.remember(fd: fd, stat: st), st)
     }
 
     /// The entry for `lowerName` in `parent` when the stream said it is inode `ino` of type
@@ -101,10 +90,16 @@ public final class Layer {
         guard type != 0, let known = inodes.rememberKnown(InodeKey(dev: parent.key.dev, ino: ino), type: type) else {
             return try entry(parent: parent, lowerName: lowerName)
         }
+        return try entryParameters(known)
+    }
+
+    /// The reply to a lookup of `inode`, whose one lookup was just counted (and is given back
+    /// if its attributes cannot be had).
+    private func entryParameters(_ inode: Inode, _ lower: stat? = nil) throws -> fuse_entry_param {
         var e = fuse_entry_param()
-        e.ino = inodes.id(of: known)
+        e.ino = inodes.id(of: inode)
         do {
-            e.attr = try attributes(known)
+            e.attr = try attributes(inode, lower)
         } catch {
             inodes.forget(e.ino, count: 1)
             throw error

@@ -1,7 +1,6 @@
 // Long names: an encoded name longer than NAME_MAX lives under a hash, with the full name beside it.
 import CFuse
 import COpenSSL
-import Foundation
 import Glibc
 
 /// A codec that lengthens names (encryption) can make a lower name longer than the lower file
@@ -15,9 +14,7 @@ enum LongNames {
     static func standIn(for encoded: [UInt8]) -> [UInt8] {
         var digest = [UInt8](repeating: 0, count: 32)
         _ = encoded.withUnsafeBufferPointer { wrapfs_sha256($0.baseAddress, $0.count, &digest) }
-        let b64 = Data(digest).base64EncodedString()
-            .replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_").replacingOccurrences(of: "=", with: "")
-        return prefix + Array(b64.utf8)
+        return prefix + Array(Base64URL.encode(digest).utf8)
     }
 
     static func isStandIn(_ lower: [UInt8]) -> Bool { lower.starts(with: prefix) && !lower.ends(with: suffix) }

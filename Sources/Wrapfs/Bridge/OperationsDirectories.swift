@@ -119,7 +119,7 @@ extension Layer {
                 d.indexAfter[next] = d.entries.count  // a long name's side file: not an entry
                 continue
             } else if usesLongNames && LongNames.isStandIn(Layer.bytes(lname)),
-                      let upper = longName(lname, inDirectory: dirfd(d.stream)).flatMap({ full in full.withUnsafeBufferPointer { _ in upperName(Layer.cString(full)) } }) {
+                      let upper = longName(lname, inDirectory: dirfd(d.stream)).flatMap({ upperName(Layer.cString($0)) }) {
                 name = upper
             } else if let upper = upperName(lname) {
                 name = upper

@@ -3,12 +3,12 @@ import Foundation
 
 /// Hands out page-aligned scratch buffers and takes them back. A buffer big enough for one
 /// request is kept for the next; the pool holds at most `limit` idle buffers.
-final class BufferPool {
+public final class BufferPool: @unchecked Sendable {
     private var idle: [UnsafeMutableRawBufferPointer] = []
     private let lock = NSLock()
     private let limit: Int
 
-    init(limit: Int = 64) { self.limit = limit }
+    public init(limit: Int = 64) { self.limit = limit }
 
     func take(_ count: Int) -> UnsafeMutableRawBufferPointer {
         lock.lock()
@@ -35,7 +35,7 @@ final class BufferPool {
     }
 
     /// Runs `body` with a scratch buffer of at least `count` bytes.
-    func with<R>(_ count: Int, _ body: (UnsafeMutableRawBufferPointer) throws -> R) rethrows -> R {
+    public func with<R>(_ count: Int, _ body: (UnsafeMutableRawBufferPointer) throws -> R) rethrows -> R {
         let b = take(count)
         defer { give(b) }
         return try body(UnsafeMutableRawBufferPointer(rebasing: b[0..<count]))
