@@ -146,6 +146,21 @@ struct OperationsTests {
         }
     }
 
+    @Test("file capabilities: setcap shows through a file already written, and a write drops them as on ext4", arguments: codecs)
+    func fileCapabilities(codec: String) throws {
+        try withLayers([codec]) { top, _, _ in
+            let f = top + "/tool"
+            try writeFile(f, [1, 2, 3])
+            try appendFile(f, [4])  // the kernel asked for security.capability: the layer knows there is none
+            #expect(try run("/usr/sbin/getcap", [f]).output.isEmpty)
+            #expect(try run("/usr/sbin/setcap", ["cap_net_raw+ep", f]).status == 0)
+            #expect(try run("/usr/sbin/getcap", [f]).output.contains("cap_net_raw=ep"))
+            try appendFile(f, [5])
+            #expect(try run("/usr/sbin/getcap", [f]).output.isEmpty)
+            #expect(try readFile(f) == [1, 2, 3, 4, 5])
+        }
+    }
+
     @Test("fallocate, SEEK_DATA/SEEK_HOLE and a petabyte-sized hole", arguments: codecs)
     func holes(codec: String) throws {
         try withLayers([codec]) { top, lower, _ in

@@ -27,12 +27,12 @@ final class NameCipher: @unchecked Sendable {
             }
         }
         guard ok == 1 else { throw CodecError("AES-SIV encryption failed") }
-        return Array(Base64URL.encode(out).utf8)
+        return Base64URL.encode(out)
     }
 
     func decrypt(_ lower: [UInt8]) throws -> [UInt8] {
-        // Only the canonical spelling counts, so no two lower names stand for one name.
-        guard let raw = Base64URL.decode(lower), raw.count > 16, Array(Base64URL.encode(raw).utf8) == lower else {
+        // Only the canonical spelling decodes, so no two lower names stand for one name.
+        guard let raw = Base64URL.decode(lower), raw.count > 16 else {
             throw CodecError("not an encrypted name")
         }
         var out = [UInt8](repeating: 0, count: raw.count - 16)

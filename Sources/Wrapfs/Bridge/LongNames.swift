@@ -14,7 +14,7 @@ enum LongNames {
     static func standIn(for encoded: [UInt8]) -> [UInt8] {
         var digest = [UInt8](repeating: 0, count: 32)
         _ = encoded.withUnsafeBufferPointer { wrapfs_sha256($0.baseAddress, $0.count, &digest) }
-        return prefix + Array(Base64URL.encode(digest).utf8)
+        return prefix + Base64URL.encode(digest)
     }
 
     static func isStandIn(_ lower: [UInt8]) -> Bool { lower.starts(with: prefix) && !lower.ends(with: suffix) }
@@ -23,7 +23,7 @@ enum LongNames {
 }
 
 extension Array where Element == UInt8 {
-    func ends(with tail: [UInt8]) -> Bool { count >= tail.count && Array(self[(count - tail.count)...]) == tail }
+    func ends(with tail: [UInt8]) -> Bool { count >= tail.count && self[(count - tail.count)...].elementsEqual(tail) }
 }
 
 extension Layer {

@@ -47,6 +47,7 @@ extension Layer {
                 let e: fuse_entry_param
                 do { e = try entry(parent: dir, lowerName: n) } catch { fd.close(); throw error }
                 let inode = inodes.inode(e.ino)
+                if exclusive != 0 { inode.recordLacksCapability() }  // a file just made has no capabilities
                 let file = OpenFile(fd: fd, inode: inode, append: fi.pointee.flags & O_APPEND != 0, readable: readable)
                 if fi.pointee.flags & O_TRUNC != 0 {
                     try inode.content.writing { try engine.truncate(file.lower, to: 0) }

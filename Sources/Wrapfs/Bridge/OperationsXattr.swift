@@ -15,6 +15,7 @@ extension Layer {
                   _ size: Int, _ flags: Int32) {
         serve(req) {
             let path = try xattrPath(ino, symlinkError: .EPERM)
+            defer { inodes.inode(ino).xattrsChanged() }
             _ = try sys { wrapfs_setxattr(path, name, value, size, flags) }
             fuse_reply_err(req, 0)
         }
@@ -22,15 +23,24 @@ extension Layer {
 
     func getxattr(_ req: fuse_req_t, _ ino: fuse_ino_t, _ name: UnsafePointer<CChar>, _ size: Int) {
         serve(req) {
+            let inode = inodes.inode(ino)
+            let isCapability = strcmp(name, "security.capability") == 0
+            let capability = inode.knownToLackCapability()
+            if isCapability && capability.known { throw Errno.ENODATA }
             let path = try xattrPath(ino, symlinkError: .ENODATA)
-            if size == 0 {
-                fuse_reply_xattr(req, try sys { wrapfs_getxattr(path, name, nil, 0) })
-                return
+            do {
+                if size == 0 {
+                    fuse_reply_xattr(req, try sys { wrapfs_getxattr(path, name, nil, 0) })
+                    return
+                }
+                let buf = UnsafeMutableRawPointer.allocate(byteCount: size, alignment: 8)
+                defer { buf.deallocate() }
+                let n = try sys { wrapfs_getxattr(path, name, buf, size) }
+                fuse_reply_buf(req, buf.assumingMemoryBound(to: CChar.self), n)
+            } catch let error as Errno where error == .ENODATA && isCapability {
+                inode.recordLacksCapability(generation: capability.generation)
+                throw error
             }
-            let buf = UnsafeMutableRawPointer.allocate(byteCount: size, alignment: 8)
-            defer { buf.deallocate() }
-            let n = try sys { wrapfs_getxattr(path, name, buf, size) }
-            fuse_reply_buf(req, buf.assumingMemoryBound(to: CChar.self), n)
         }
     }
 
@@ -52,6 +62,7 @@ extension Layer {
     func removexattr(_ req: fuse_req_t, _ ino: fuse_ino_t, _ name: UnsafePointer<CChar>) {
         serve(req) {
             let path = try xattrPath(ino, symlinkError: .ENODATA)
+            defer { inodes.inode(ino).xattrsChanged() }
             _ = try sys { wrapfs_removexattr(path, name) }
             fuse_reply_err(req, 0)
         }

@@ -3,6 +3,7 @@ import Dispatch
 import Glibc
 import CFuse
 import Logging
+import Synchronization
 
 /// The lower file a request works on: its open descriptor and the inode it belongs to.
 struct LowerFile {
@@ -21,6 +22,7 @@ final class PageEngine {
     let slotSize: Int64
     let headerSize: Int64
     private let pool = BufferPool()
+    private let encodeTime = EncodeTime()
     private let log: Logger
 
     init(codec: Codec, log: Logger) {
@@ -76,22 +78,35 @@ final class PageEngine {
 
     // MARK: header
 
-    /// The file's header: cached, read from the file, or (with `create`, for an empty file) made.
-    func header(_ file: LowerFile, lowerSize: Int64, create: Bool) throws -> [UInt8] {
+    /// The file's header: cached, read from the file, or (with `create`, for an empty file) made
+    /// and written, unless `deferWrite` (the caller writes it in front of the first slot).
+    func header(_ file: LowerFile, lowerSize: Int64, create: Bool, deferWrite: Bool = false) throws -> [UInt8] {
         if headerSize == 0 { return [] }
-        if let h = file.inode.header { return h }
         if lowerSize == 0 {
             guard create else { return [] }
-            var h = [UInt8](repeating: 0, count: Int(headerSize))
-            try h.withUnsafeMutableBytes { try codec.makeHeader($0) }
-            try h.withUnsafeBytes { try file.fd.write($0, at: 0) }
+            let h: [UInt8]
+            if let cached = file.inode.header {
+                h = cached  // made by a write that did not reach the disk
+            } else {
+                var made = [UInt8](repeating: 0, count: Int(headerSize))
+                try made.withUnsafeMutableBytes { try codec.makeHeader($0) }
+                h = made
+            }
             file.inode.header = h
+            if !deferWrite { try h.withUnsafeBytes { try file.fd.write($0, at: 0) } }
             return h
         }
+        if let h = file.inode.header { return h }
         var h = [UInt8](repeating: 0, count: Int(headerSize))
         let n = try h.withUnsafeMutableBytes { try file.fd.read(into: $0, at: 0) }
-        guard n == h.count else {
-            reportCorrupt(file, page: nil, reason: "file header is \(n) bytes, expected \(h.count)")
+        try adoptHeader(file, h, length: n)
+        return h
+    }
+
+    /// Checks header bytes read from the file (`length` of them arrived) and caches them.
+    private func adoptHeader(_ file: LowerFile, _ h: [UInt8], length: Int) throws {
+        guard length >= h.count else {
+            reportCorrupt(file, page: nil, reason: "file header is \(length) bytes, expected \(h.count)")
             throw Errno.EIO
         }
         do {
@@ -101,7 +116,6 @@ final class PageEngine {
             throw Errno.EIO
         }
         file.inode.header = h
-        return h
     }
 
     // MARK: read
@@ -113,9 +127,9 @@ final class PageEngine {
         let end = min(offset + Int64(count), size)
         let first = offset / pageSize, last = (end - 1) / pageSize
         let pages = Int(last - first + 1)
-        let header = try self.header(file, lowerSize: lowerSize, create: false)
         let base = first * pageSize
         if preserves {
+            let header = try self.header(file, lowerSize: lowerSize, create: false)
             // Slots are pages: read straight into the reply buffer and decode in place.
             try pool.with(pages * Int(pageSize)) { buf in
                 let n = try file.fd.read(into: UnsafeMutableRawBufferPointer(rebasing: buf[0..<Int(min(end, lowerSize) - base).roundedUp(to: Int(pageSize)).clamped(buf.count)]), at: base)
@@ -136,10 +150,16 @@ final class PageEngine {
             return
         }
         let lastOfFile = (size - 1) / pageSize
-        try pool.with(pages * Int(slotSize)) { slots in
+        // An uncached header comes in the same pread as the first slots.
+        let room = first == 0 && headerSize > 0 && file.inode.header == nil ? Int(headerSize) : 0
+        try pool.with(room + pages * Int(slotSize)) { buffer in
             try pool.with(pages * Int(pageSize)) { plain in
-                let lowerFrom = slotStart(first)
-                let n = try file.fd.read(into: UnsafeMutableRawBufferPointer(rebasing: slots[0..<Int(min(lowerSize, slotStart(last + 1)) - lowerFrom)]), at: lowerFrom)
+                let lowerFrom = slotStart(first) - Int64(room)
+                let got = try file.fd.read(into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<Int(min(lowerSize, slotStart(last + 1)) - lowerFrom)]), at: lowerFrom)
+                let header = room == 0 ? try self.header(file, lowerSize: lowerSize, create: false) : Array(buffer[0..<room])
+                if room > 0 { try adoptHeader(file, header, length: got) }
+                let slots = UnsafeMutableRawBufferPointer(rebasing: buffer[room...])
+                let n = got - room
                 try header.withUnsafeBytes { h in
                     for k in 0..<pages {
                         let page = first + Int64(k)
@@ -187,11 +207,13 @@ final class PageEngine {
     func write(_ file: LowerFile, offset: Int64, data: UnsafeRawBufferPointer) throws {
         guard !data.isEmpty else { return }
         var (lowerSize, size) = try sizes(file)
-        let header = try self.header(file, lowerSize: lowerSize, create: true)
-        if lowerSize == 0 { lowerSize = headerSize }
         let end = offset + Int64(data.count)
         let newSize = max(size, end)
         let first = offset / pageSize, last = (end - 1) / pageSize
+        // A new file's header goes out in one pwrite with its first slot.
+        let headerWithFirstSlot = lowerSize == 0 && first == 0 && headerSize > 0 && !preserves
+        let header = try self.header(file, lowerSize: lowerSize, create: true, deferWrite: headerWithFirstSlot)
+        if lowerSize == 0 { lowerSize = headerSize }
         // The old last page becomes a middle page: it must be stored as a full page.
         if size % pageSize != 0 && (size - 1) / pageSize < first {
             try rewritePage(file, header: header, index: (size - 1) / pageSize, size: size, lowerSize: lowerSize,
@@ -212,7 +234,8 @@ final class PageEngine {
             try loadIfPartial(first)
             if last != first { try loadIfPartial(last) }
             UnsafeMutableRawBufferPointer(rebasing: plain[Int(offset - first * pageSize)...]).copyMemory(from: data)
-            try storePages(file, header: header, first: first, plain: plain, newSize: newSize, lowerSize: lowerSize)
+            try storePages(file, header: header, first: first, plain: plain, newSize: newSize, lowerSize: lowerSize,
+                           writingHeader: headerWithFirstSlot)
         }
     }
 
@@ -246,8 +269,9 @@ final class PageEngine {
 
     /// Encodes the pages in `plain` (starting at page `first`, covering up to `newSize`) and
     /// writes their slots; sets the lower length when the file's last page is among them.
+    /// With `writingHeader` (only for `first` == 0), the header goes out with the first run.
     private func storePages(_ file: LowerFile, header: [UInt8], first: Int64, plain: UnsafeMutableRawBufferPointer,
-                            newSize: Int64, lowerSize: Int64) throws {
+                            newSize: Int64, lowerSize: Int64, writingHeader: Bool = false) throws {
         file.inode.lastRecord = nil
         let lastOfFile = (newSize - 1) / pageSize
         let count = Int(min(Int64(plain.count), newSize - first * pageSize))
@@ -261,7 +285,10 @@ final class PageEngine {
                 try file.fd.write(UnsafeRawBufferPointer(rebasing: plain[0..<count]), at: first * pageSize)
                 return
             }
-            try pool.with(pages * Int(slotSize)) { slots in
+            let room = writingHeader ? h.count : 0
+            try pool.with(room + pages * Int(slotSize)) { buffer in
+                if room > 0 { UnsafeMutableRawBufferPointer(rebasing: buffer[0..<room]).copyMemory(from: h) }
+                let slots = UnsafeMutableRawBufferPointer(rebasing: buffer[room...])
                 // Encode every page first, on all cores when there are several (pages are independent).
                 // Each page writes only its own entries: no lock needed.
                 var encoded = [Int](repeating: 0, count: pages)
@@ -274,7 +301,13 @@ final class PageEngine {
                             let slot = UnsafeMutableRawBufferPointer(rebasing: slots[k * Int(slotSize)..<(k + 1) * Int(slotSize)])
                             do { lengths[k] = try encodePage(page, into: slot, index: first + Int64(k), header: h) } catch { errors[k] = error }
                         }
-                        if pages > 1 { DispatchQueue.concurrentPerform(iterations: pages, execute: encodeOne) } else { encodeOne(0) }
+                        if encodeTime.worthSpreading(pages: pages) {
+                            DispatchQueue.concurrentPerform(iterations: pages, execute: encodeOne)
+                        } else {
+                            let started = EncodeTime.now()
+                            for k in 0..<pages { encodeOne(k) }
+                            encodeTime.record(pages: pages, since: started)
+                        }
                     }
                 }
                 if let failure = failures.lazy.compactMap({ $0 }).first { throw failure }
@@ -288,8 +321,9 @@ final class PageEngine {
                     // A run of slots goes out in one pwrite while each slot fills its place.
                     let runEnds = k == pages - 1 || e < Int(slotSize)
                     if runEnds {
-                        try file.fd.write(UnsafeRawBufferPointer(rebasing: slots[runStart * Int(slotSize)..<runStart * Int(slotSize) + runBytes]),
-                                          at: slotStart(first + Int64(runStart)))
+                        let withHeader = runStart == 0 ? room : 0
+                        try file.fd.write(UnsafeRawBufferPointer(rebasing: buffer[room + runStart * Int(slotSize) - withHeader..<room + runStart * Int(slotSize) + runBytes]),
+                                          at: slotStart(first + Int64(runStart)) - Int64(withHeader))
                         if e < Int(slotSize) && index != lastOfFile {
                             // The slot shrank: its tail becomes a hole, so the saving shows on disk.
                             try? file.fd.allocate(mode: FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
@@ -513,6 +547,35 @@ final class PageEngine {
             let n = try file.fd.read(into: buf, at: slotStart(index))
             return UnsafeRawBufferPointer(rebasing: buf[0..<n]).isAllZero
         }
+    }
+}
+
+/// How long the codec takes to encode a page, learned from serial encodes. Handing pages to
+/// other threads costs wake-ups and cache misses: worth it for a slow codec (gzip), a loss for
+/// a few pages of a fast one (AES, a few microseconds each).
+final class EncodeTime: @unchecked Sendable {
+    /// Work below this many nanoseconds stays on the request's thread.
+    private static let spreadAbove = 100_000
+    private let nanosPerPage = Atomic<Int>(0)
+
+    static func now() -> UInt64 {
+        var t = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &t)
+        return UInt64(t.tv_sec) * 1_000_000_000 + UInt64(t.tv_nsec)
+    }
+
+    func worthSpreading(pages: Int) -> Bool {
+        guard pages > 1 else { return false }
+        let perPage = nanosPerPage.load(ordering: .relaxed)
+        // Unknown yet: measure on this thread first. Serial batches (and every single page)
+        // keep feeding the estimate, so it follows the data (text compresses slower than zeros).
+        return perPage > 0 && pages * perPage > Self.spreadAbove
+    }
+
+    func record(pages: Int, since start: UInt64) {
+        let perPage = Int((Self.now() &- start) / UInt64(pages))
+        let old = nanosPerPage.load(ordering: .relaxed)
+        nanosPerPage.store(old == 0 ? perPage : (old * 7 + perPage) / 8, ordering: .relaxed)
     }
 }
 

@@ -20,3 +20,11 @@ func statOf(_ path: String) throws -> stat {
 func pattern(_ n: Int, seed: UInt8 = 1) -> [UInt8] {
     (0..<n).map { UInt8(truncatingIfNeeded: $0 &* 131 &+ Int(seed) &+ ($0 >> 12)) }
 }
+
+/// Appends with one write(2) on an existing file (no rename, no truncation).
+func appendFile(_ path: String, _ bytes: [UInt8]) throws {
+    let fd = open(path, O_WRONLY | O_APPEND)
+    guard fd >= 0 else { throw POSIXError(POSIXErrorCode(rawValue: errno)!) }
+    defer { close(fd) }
+    guard write(fd, bytes, bytes.count) == bytes.count else { throw POSIXError(POSIXErrorCode(rawValue: errno)!) }
+}
