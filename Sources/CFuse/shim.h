@@ -24,6 +24,7 @@
 #include <linux/stat.h>
 #include <string.h>
 #include <sys/sysmacros.h>
+#include "../../include/wrapfs.h"  // the refresh ioctl applications call
 
 // GNU flags that <fcntl.h> hides without _GNU_SOURCE (which would clash with Swift's Glibc module).
 #ifdef O_PATH
@@ -168,5 +169,9 @@ static inline void wrapfs_fi_set_direct_io(struct fuse_file_info *fi, int v) { f
 static inline int wrapfs_fi_writepage(const struct fuse_file_info *fi) { return fi->writepage; }
 
 static inline const char *wrapfs_dirent_name(struct dirent *d) { return d->d_name; }
+
+static inline dev_t wrapfs_makedev(unsigned int major, unsigned int minor) { return makedev(major, minor); }
+
+static const unsigned int wrapfs_ioc_refresh = WRAPFS_IOC_REFRESH;
 
 #endif

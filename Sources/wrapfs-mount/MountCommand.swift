@@ -19,9 +19,11 @@ struct MountCommand: ParsableCommand {
         69 /dev/fuse unavailable, 70 mount failed, 71 wrong passphrase.
         """)
 
-    @Argument(help: "The lower directory whose tree the layer shows.") var lower: String
-    @Argument(help: "Where to mount the layer.") var mountpoint: String
-    @Option(help: "Codec, or a comma-separated chain of codecs.") var codec = "identity"
+    @Argument(help: "The lower directory whose tree the layer shows (with --shim: the mount point).") var lower: String
+    @Argument(help: "Where to mount the layer.") var mountpoint: String?
+    @Option(help: "Codec, or a comma-separated chain of codecs (default: the volume's, else identity).") var codec: String?
+    @Flag(help: "Mount a shim with no lower directory at the one path given: `ln -s /absolute/file MOUNTPOINT/NAME` makes NAME that file, mappable; `rm` closes it.")
+    var shim = false
     @Option(name: .customLong("codec-option"), help: "A codec option, key=value (repeatable).") var codecOptions: [String] = []
     @Option(name: .customShort("o"), help: "FUSE mount options, comma-separated (allow_other, default_permissions, ro, ...).")
     var fuseOptions: [String] = []
@@ -30,6 +32,8 @@ struct MountCommand: ParsableCommand {
     @Flag(help: "Serve requests on one thread.") var singleThreaded = false
     @Flag(help: "Bypass the page cache (no mmap).") var directIo = false
     @Flag(help: "Keep cached pages across opens.") var keepCache = false
+    @Option(help: ArgumentHelp("When cached pages are dropped: open (at every open and change, as NFS) or explicit (only by refresh or a write through this layer; for files shared across machines).", discussion: "Default: explicit for the identity shim, open for every other codec.", valueName: "open|explicit"))
+    var coherence: String?
     @Flag(help: "Let the kernel gather writes (FUSE writeback cache).") var writebackCache = false
     @Option(help: "Seconds the kernel caches attributes.") var attrTimeout: Double = 1
     @Option(help: "Seconds the kernel caches names.") var entryTimeout: Double = 1
@@ -40,9 +44,16 @@ struct MountCommand: ParsableCommand {
     @OptionGroup var passphrase: PassphraseOptions
 
     func validate() throws {
+        if shim {
+            if mountpoint != nil { throw ValidationError("--shim takes only the mount point (no lower directory)") }
+            if let codec, codec != "identity" { throw ValidationError("--shim serves files as they are: its codec is identity, not \(codec)") }
+        } else if mountpoint == nil {
+            throw ValidationError("give the lower directory and the mount point (or --shim MOUNTPOINT)")
+        }
         if let threads, threads < 1 || threads > 1024 { throw ValidationError("--threads must be between 1 and 1024") }
         if maxWrite < 4096 || maxWrite > 1 << 20 { throw ValidationError("--max-write must be between 4096 and 1048576") }
         if attrTimeout < 0 || entryTimeout < 0 || negativeTimeout < 0 { throw ValidationError("timeouts cannot be negative") }
+        if let coherence, Coherence(rawValue: coherence) == nil { throw ValidationError("--coherence takes open or explicit, got '\(coherence)'") }
         for o in codecOptions where !o.contains("=") { throw ValidationError("--codec-option takes key=value, got '\(o)'") }
     }
 
@@ -59,17 +70,17 @@ struct MountCommand: ParsableCommand {
         wrapfs_close_inherited()
         _ = wrapfs_raise_nofile()
         BuiltinCodecs.register()
-        let lowerPath = try checkDirectory(lower, what: "lower directory", code: Exit.badLower)
+        let lowerPath = shim ? "" : try checkDirectory(lower, what: "lower directory", code: Exit.badLower)
         _ = try makeCodec(lower: nil)  // unknown codec or bad option: found before anything is touched
-        let mountPath = try checkDirectory(mountpoint, what: "mount point", code: Exit.badMountpoint)
-        if MountTable.isMountPoint(mountPath) {
+        let mountPath = try checkDirectory(mountpoint ?? lower, what: "mount point", code: Exit.badMountpoint)
+        if MountInfo.isMountPoint(mountPath) {
             throw Failure("mount point \(mountPath) is already mounted (unmount it first: wrapfs-mount unmount \(mountPath))", Exit.alreadyMounted)
         }
         var device = stat()
         if stat("/dev/fuse", &device) != 0 || device.st_mode & S_IFMT != S_IFCHR {
             throw Failure("/dev/fuse is unavailable (missing or not a character device): load the fuse module and install fuse3", Exit.noFuseDevice)
         }
-        let (codec, isVolume) = try makeCodec(lower: lowerPath)
+        let (codec, isVolume) = shim ? (IdentityCodec(pageSize: 4096), false) : try makeCodec(lower: lowerPath)
         let fuseDevice = open("/dev/fuse", O_RDWR | O_CLOEXEC)
         if fuseDevice < 0 {
             throw Failure("/dev/fuse is unavailable (\(String(cString: strerror(errno)))): load the fuse module and install fuse3", Exit.noFuseDevice)
@@ -86,6 +97,8 @@ struct MountCommand: ParsableCommand {
         options.singleThreaded = singleThreaded
         options.directIO = directIo
         options.keepCache = keepCache
+        // The identity shim serves applications that keep shared files coherent themselves.
+        options.coherence = coherence.flatMap(Coherence.init(rawValue:)) ?? (codec.name == "identity" ? .explicit : .open)
         options.writebackCache = writebackCache
         options.attributeTimeout = attrTimeout
         options.entryTimeout = entryTimeout
@@ -96,13 +109,14 @@ struct MountCommand: ParsableCommand {
         umask(0)  // modes come from the kernel with the caller's umask applied
         let layer: Layer
         do {
-            layer = try Layer(lower: lowerPath, codec: codec, options: options, log: log)
+            layer = shim ? try Layer(shimAt: mountPath, codec: codec, options: options, log: log)
+                         : try Layer(lower: lowerPath, codec: codec, options: options, log: log)
         } catch {
             throw Failure("cannot open lower directory \(lowerPath): \(error)", Exit.badLower)
         }
         do {
             try layer.run(mountpoint: mountPath, fuseOptions: fuse, foreground: foreground) {
-                if foreground { log.info("mounted \(lowerPath) on \(mountPath) with codec \(codec.name)") }
+                if foreground { log.info(shim ? "shim mounted on \(mountPath)" : "mounted \(lowerPath) on \(mountPath) with codec \(codec.name)") }
             }
         } catch MountError.badOption(let o) {
             throw Failure("bad FUSE option in '-o \(o)' (see mount.fuse3(8))", Exit.badOption)
@@ -118,7 +132,8 @@ struct MountCommand: ParsableCommand {
             let kv = o.split(separator: "=", maxSplits: 1).map(String.init)
             values[kv[0]] = kv.count > 1 ? kv[1] : ""
         }
-        let names = codec.split(separator: ",").map(String.init)
+        let volume = try lower.flatMap { try VolumeFile.load(from: $0) }
+        let names = (codec ?? volume?.codec ?? "identity").split(separator: ",").map(String.init)
         let chainName = names.joined(separator: ",")
         /// The codec, or the chain: each codec after the first encodes what the one before made.
         func make(_ values: [String: String], _ masterKey: SecretBytes? = nil) throws -> Codec {
@@ -130,7 +145,7 @@ struct MountCommand: ParsableCommand {
                 throw Failure("codec \(chainName): \(error)", Exit.badOption)
             }
         }
-        if let lower, let volume = try VolumeFile.load(from: lower), let wrapped = volume.key {
+        if let lower, let volume, let wrapped = volume.key {
             return (try unlock(volume, wrapped, lower: lower, asked: values, make: make), true)
         }
         if names.contains(where: BuiltinCodecs.encrypting.contains) {
@@ -158,7 +173,7 @@ struct MountCommand: ParsableCommand {
     /// An encrypted volume's codec, with its master key unwrapped by the user's passphrase.
     private func unlock(_ volume: VolumeFile, _ wrapped: WrappedMasterKey, lower: String, asked: [String: String],
                         make: ([String: String], SecretBytes?) throws -> Codec) throws -> Codec {
-        guard codec.split(separator: ",").joined(separator: ",") == volume.codec else {
+        guard codec.map({ $0.split(separator: ",").joined(separator: ",") }) ?? volume.codec == volume.codec else {
             throw Failure("\(lower) is an \(volume.codec) volume; mount it with --codec \(volume.codec)", Exit.badOption)
         }
         for (key, value) in asked where volume.options[key] != value {
@@ -182,33 +197,5 @@ struct MountCommand: ParsableCommand {
         guard let real = realpath(path, nil) else { throw Failure("\(what) \(path): \(String(cString: strerror(errno)))", code) }
         defer { free(real) }
         return String(cString: real)
-    }
-}
-
-/// The mounts of this system, from /proc/self/mountinfo.
-enum MountTable {
-    static func mountPoints() -> [String] {
-        guard let text = try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8) else { return [] }
-        return text.split(separator: "\n").compactMap { line in
-            let fields = line.split(separator: " ")
-            return fields.count > 4 ? unescape(String(fields[4])) : nil
-        }
-    }
-
-    static func isMountPoint(_ path: String) -> Bool { mountPoints().contains(path) }
-
-    /// mountinfo escapes space, tab, newline and backslash as octal.
-    static func unescape(_ s: String) -> String {
-        var out = [UInt8](), bytes = Array(s.utf8), i = 0
-        while i < bytes.count {
-            if bytes[i] == UInt8(ascii: "\\"), i + 3 < bytes.count, let v = UInt8(String(decoding: bytes[i + 1...i + 3], as: UTF8.self), radix: 8) {
-                out.append(v)
-                i += 4
-            } else {
-                out.append(bytes[i])
-                i += 1
-            }
-        }
-        return String(decoding: out, as: UTF8.self)
     }
 }

@@ -1,4 +1,5 @@
 // Layer: one mounted stackable layer: the lower root, its inodes, its codec and page engine.
+import Dispatch
 import Glibc
 import CFuse
 import Logging
@@ -14,6 +15,10 @@ public final class Layer {
     let engine: PageEngine
     /// Set while the session runs, for notifications sent to the kernel.
     var session: OpaquePointer?
+    /// The entries of a shim mount's root (nil for a layer over a lower directory).
+    let shadows: ShadowFiles?
+    /// Runs refresh invalidations off the request threads (see `ioctl`).
+    let refreshQueue = DispatchQueue(label: "wrapfs.refresh")
     /// New entries get the caller's ownership when the daemon runs as root for others.
     let runsAsRoot = geteuid() == 0
 
@@ -28,6 +33,25 @@ public final class Layer {
         do { st = try fd.stat() } catch { fd.close(); throw error }
         inodes = InodeTable(root: Inode(fd: fd, stat: st))
         engine = PageEngine(codec: codec, log: log)
+        shadows = nil
+    }
+
+    /// A shim mount at `mountpoint` with no lower directory: its root holds shadow files (see
+    /// `ShadowFiles`); the root's own attributes are those of the directory mounted over.
+    public init(shimAt mountpoint: String, codec: Codec, options: LayerOptions = LayerOptions(), log: Logger) throws {
+        guard codec.preservesSize && codec.headerSize == 0 else { throw Errno.EINVAL }
+        self.lowerPath = "shim"
+        self.codec = codec
+        var options = options
+        options.readdirPlus = false  // the root lists names only
+        self.options = options
+        self.log = log
+        let fd = try FileDescriptor.open(mountpoint, O_PATH | O_DIRECTORY)
+        let st: stat
+        do { st = try fd.stat() } catch { fd.close(); throw error }
+        inodes = InodeTable(root: Inode(fd: fd, stat: st))
+        engine = PageEngine(codec: codec, log: log)
+        shadows = ShadowFiles(mountpoint: mountpoint)
     }
 
     // MARK: names

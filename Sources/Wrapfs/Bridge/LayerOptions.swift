@@ -12,6 +12,8 @@ public struct LayerOptions {
     public var directIO = false
     /// Keep cached pages across opens (the kernel still drops them when size or mtime change).
     public var keepCache = false
+    /// When the kernel's cached pages of a file are dropped (see `Coherence`).
+    public var coherence = Coherence.open
     /// Let the kernel gather writes in its cache (FUSE writeback cache).
     public var writebackCache = false
     /// Largest write request, bytes (the kernel caps it at 1 MiB).
@@ -26,4 +28,15 @@ public struct LayerOptions {
     public var singleThreaded = false
 
     public init() {}
+}
+
+/// How cached file pages follow a lower file that also changes elsewhere.
+public enum Coherence: String, CaseIterable, Sendable {
+    /// Close-to-open, as NFS: every open, and every change of size or mtime the layer sees,
+    /// drops the file's cached pages.
+    case open
+    /// Cached pages stay until the application refreshes a range (`wrapfs-mount refresh`, the
+    /// WRAPFS_IOC_REFRESH ioctl) or writes it through this layer: for files shared across
+    /// machines whose users keep their caches coherent themselves (msync, then refresh).
+    case explicit
 }

@@ -39,6 +39,9 @@ extension Layer {
         ops.fsync = { req, ino, datasync, fi in Layer.of(req).fsync(req!, ino, datasync != 0, fi!) }
         ops.fallocate = { req, ino, mode, off, len, fi in Layer.of(req).fallocate(req!, ino, mode, off, len, fi!) }
         ops.lseek = { req, ino, off, whence, fi in Layer.of(req).lseek(req!, ino, off, whence, fi!) }
+        ops.ioctl = { req, ino, cmd, _, _, flags, input, inputSize, _ in
+            Layer.of(req).ioctl(req!, ino, cmd, flags, input, inputSize)
+        }
         // directories
         ops.opendir = { req, ino, fi in Layer.of(req).opendir(req!, ino, fi!) }
         ops.readdir = { req, ino, size, off, fi in Layer.of(req).readdir(req!, ino, size, off, fi!, plus: false) }
@@ -64,8 +67,17 @@ extension Layer {
         if !options.readdirPlus {
             conn.pointee.want &= ~UInt32(FUSE_CAP_READDIRPLUS | FUSE_CAP_READDIRPLUS_AUTO)
         }
-        if conn.pointee.capable & UInt32(FUSE_CAP_AUTO_INVAL_DATA) != 0 {
-            conn.pointee.want |= UInt32(FUSE_CAP_AUTO_INVAL_DATA)
+        switch options.coherence {
+        case .open:
+            if conn.pointee.capable & UInt32(FUSE_CAP_AUTO_INVAL_DATA) != 0 {
+                conn.pointee.want |= UInt32(FUSE_CAP_AUTO_INVAL_DATA)
+            }
+        case .explicit:
+            // Pages are dropped only when asked: not on mtime changes, not on size changes.
+            conn.pointee.want &= ~UInt32(FUSE_CAP_AUTO_INVAL_DATA)
+            if conn.pointee.capable & UInt32(FUSE_CAP_EXPLICIT_INVAL_DATA) != 0 {
+                conn.pointee.want |= UInt32(FUSE_CAP_EXPLICIT_INVAL_DATA)
+            }
         }
     }
 }

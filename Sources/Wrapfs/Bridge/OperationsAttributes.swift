@@ -4,6 +4,7 @@ import CFuse
 
 extension Layer {
     func lookup(_ req: fuse_req_t, _ parent: fuse_ino_t, _ name: UnsafePointer<CChar>) {
+        if isShadowRoot(parent) { return shadowLookup(req, name) }
         serve(req) {
             let dir = inodes.inode(parent)
             let lname: [CChar]
@@ -42,6 +43,7 @@ extension Layer {
     }
 
     func setattr(_ req: fuse_req_t, _ ino: fuse_ino_t, _ attr: stat, _ toSet: Int32, _ fi: UnsafeMutablePointer<fuse_file_info>?) {
+        if isShadowRoot(ino) { return shadowRefuse(req, "changing the shim root's attributes") }
         serve(req) {
             let inode = inodes.inode(ino)
             // Only regular files have OpenFile handles (a directory's handle is an OpenDirectory).

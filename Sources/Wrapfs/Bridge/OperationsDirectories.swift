@@ -4,6 +4,11 @@ import CFuse
 
 extension Layer {
     func opendir(_ req: fuse_req_t, _ ino: fuse_ino_t, _ fi: UnsafeMutablePointer<fuse_file_info>) {
+        if isShadowRoot(ino) {
+            ShadowListing().attach(fi)
+            if fuse_reply_open(req, fi) != 0 { ShadowListing.detach(fi) }
+            return
+        }
         serve(req) {
             let fd = try inodes.inode(ino).fd.reopen(O_RDONLY | O_DIRECTORY)
             guard let stream = fdopendir(fd.rawValue) else {
@@ -19,11 +24,12 @@ extension Layer {
     }
 
     func releasedir(_ req: fuse_req_t, _ ino: fuse_ino_t, _ fi: UnsafeMutablePointer<fuse_file_info>) {
-        OpenDirectory.detach(fi)
+        if isShadowRoot(ino) { ShadowListing.detach(fi) } else { OpenDirectory.detach(fi) }
         fuse_reply_err(req, 0)
     }
 
     func fsyncdir(_ req: fuse_req_t, _ ino: fuse_ino_t, _ dataOnly: Bool, _ fi: UnsafeMutablePointer<fuse_file_info>) {
+        if isShadowRoot(ino) { fuse_reply_err(req, 0); return }
         serve(req) {
             let d = OpenDirectory.from(fi)
             try FileDescriptor(rawValue: dirfd(d.stream)).sync(dataOnly: dataOnly)
@@ -36,6 +42,7 @@ extension Layer {
     /// whatever length the codec gives names.
     func readdir(_ req: fuse_req_t, _ ino: fuse_ino_t, _ size: Int, _ off: off_t,
                  _ fi: UnsafeMutablePointer<fuse_file_info>, plus: Bool) {
+        if isShadowRoot(ino) { return shadowReaddir(req, size, off, fi) }
         let d = OpenDirectory.from(fi)
         let parent = inodes.inode(ino)
         let buf = UnsafeMutablePointer<CChar>.allocate(capacity: size)

@@ -29,11 +29,12 @@ extension Layer {
 
     private func configure(_ fi: UnsafeMutablePointer<fuse_file_info>) {
         wrapfs_fi_set_direct_io(fi, options.directIO ? 1 : 0)
-        wrapfs_fi_set_keep_cache(fi, options.keepCache ? 1 : 0)
+        wrapfs_fi_set_keep_cache(fi, options.keepCache || options.coherence == .explicit ? 1 : 0)
     }
 
     func create(_ req: fuse_req_t, _ parent: fuse_ino_t, _ name: UnsafePointer<CChar>, _ mode: mode_t,
                 _ fi: UnsafeMutablePointer<fuse_file_info>) {
+        if isShadowRoot(parent) { return shadowRefuse(req, "creating a file") }
         serve(req) {
             let dir = inodes.inode(parent)
             let lname = try lowerNameForNew(name, in: dir)

@@ -6,6 +6,7 @@ extension Layer {
     /// Makes a new entry with `make`, gives it the caller's ownership and replies with it.
     private func makeEntry(_ req: fuse_req_t, _ parent: fuse_ino_t, _ name: UnsafePointer<CChar>,
                            _ make: (Inode, UnsafePointer<CChar>) throws -> Void) {
+        if isShadowRoot(parent) { return shadowRefuse(req, "making anything but a symbolic link") }
         serve(req) {
             let dir = inodes.inode(parent)
             let lname = try lowerNameForNew(name, in: dir)
@@ -26,6 +27,7 @@ extension Layer {
     }
 
     func symlink(_ req: fuse_req_t, _ target: UnsafePointer<CChar>, _ parent: fuse_ino_t, _ name: UnsafePointer<CChar>) {
+        if isShadowRoot(parent) { return shadowSymlink(req, target, name) }
         makeEntry(req, parent, name) { dir, n in
             let bytes = Array(UnsafeBufferPointer(start: UnsafeRawPointer(target).assumingMemoryBound(to: UInt8.self), count: strlen(target)))
             let encoded: [UInt8]
@@ -50,6 +52,7 @@ extension Layer {
     }
 
     func remove(_ req: fuse_req_t, _ parent: fuse_ino_t, _ name: UnsafePointer<CChar>, directory: Bool) {
+        if isShadowRoot(parent) { return shadowUnlink(req, name, directory: directory) }
         serve(req) {
             let dir = inodes.inode(parent)
             if directory { inodes.closing.waitUntilIdle(milliseconds: 100) }
@@ -62,6 +65,7 @@ extension Layer {
 
     func rename(_ req: fuse_req_t, _ parent: fuse_ino_t, _ name: UnsafePointer<CChar>,
                 _ newParent: fuse_ino_t, _ newName: UnsafePointer<CChar>, _ flags: UInt32) {
+        if isShadowRoot(parent) { return shadowRename(req, name, newParent, newName, flags) }
         serve(req) {
             let from = inodes.inode(parent), to = inodes.inode(newParent)
             let oldLower = try lowerName(name, in: from), newLower = try lowerNameForNew(newName, in: to)
@@ -73,6 +77,7 @@ extension Layer {
     }
 
     func link(_ req: fuse_req_t, _ ino: fuse_ino_t, _ newParent: fuse_ino_t, _ newName: UnsafePointer<CChar>) {
+        if isShadowRoot(newParent) { return shadowRefuse(req, "a hard link") }
         serve(req) {
             let dir = inodes.inode(newParent)
             let lname = try lowerNameForNew(newName, in: dir)

@@ -13,6 +13,7 @@ extension Layer {
 
     func setxattr(_ req: fuse_req_t, _ ino: fuse_ino_t, _ name: UnsafePointer<CChar>, _ value: UnsafePointer<CChar>?,
                   _ size: Int, _ flags: Int32) {
+        if isShadowRoot(ino) { return shadowRefuse(req, "an extended attribute on the shim root") }
         serve(req) {
             let path = try xattrPath(ino, symlinkError: .EPERM)
             defer { inodes.inode(ino).xattrsChanged() }
@@ -60,6 +61,7 @@ extension Layer {
     }
 
     func removexattr(_ req: fuse_req_t, _ ino: fuse_ino_t, _ name: UnsafePointer<CChar>) {
+        if isShadowRoot(ino) { return shadowRefuse(req, "an extended attribute on the shim root") }
         serve(req) {
             let path = try xattrPath(ino, symlinkError: .ENODATA)
             defer { inodes.inode(ino).xattrsChanged() }

@@ -28,6 +28,9 @@ public struct Errno: Error, Equatable, Hashable, CustomStringConvertible, Sendab
     public static let ERANGE = Errno(Glibc.ERANGE)
     public static let ENOTTY = Errno(Glibc.ENOTTY)
     public static let ENODATA = Errno(Glibc.ENODATA)
+    public static let EEXIST = Errno(Glibc.EEXIST)
+    public static let ELOOP = Errno(Glibc.ELOOP)
+    public static let EXDEV = Errno(Glibc.EXDEV)
 }
 
 /// Runs a syscall that returns -1 on failure, retrying on EINTR, and throws its errno.

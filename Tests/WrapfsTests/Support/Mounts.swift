@@ -16,6 +16,11 @@ enum Build {
         return dir
     }
     static var mountTool: String { productsDirectory.appendingPathComponent("wrapfs-mount").path }
+    /// The package's checkout (for include/ and examples/).
+    static var packageRoot: String {
+        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().deletingLastPathComponent().path
+    }
 }
 
 /// FUSE is usable here. Under CI the tests run regardless, so a missing FUSE fails them.

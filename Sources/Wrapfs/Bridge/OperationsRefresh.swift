@@ -1,0 +1,29 @@
+// ioctl: the refresh request ("reverse msync") that drops the cached pages of a byte range.
+import Dispatch
+import Glibc
+import CFuse
+
+extension Layer {
+    /// `WRAPFS_IOC_REFRESH` (include/wrapfs.h). The kernel's invalidation may first write back
+    /// dirty pages of the range, which are requests this daemon must serve: so it runs on the
+    /// refresh queue, and the ioctl is answered from there once the pages are gone. The
+    /// worker thread that took the ioctl is free meanwhile, even with a single worker.
+    func ioctl(_ req: fuse_req_t, _ ino: fuse_ino_t, _ cmd: UInt32, _ flags: UInt32,
+               _ input: UnsafeRawPointer?, _ inputSize: Int) {
+        guard cmd == wrapfs_ioc_refresh else { fuse_reply_err(req, ENOTTY); return }
+        guard flags & UInt32(FUSE_IOCTL_DIR) == 0, inodes.inode(ino).isRegular else { fuse_reply_err(req, ENOTTY); return }
+        guard let input, inputSize >= 16 else { fuse_reply_err(req, EINVAL); return }
+        let offset = input.loadUnaligned(as: UInt64.self), length = input.loadUnaligned(fromByteOffset: 8, as: UInt64.self)
+        guard offset <= UInt64(Int64.max), length <= UInt64(Int64.max) - offset else { fuse_reply_err(req, EINVAL); return }
+        // What the layer itself remembers of the lower file may be stale too.
+        let inode = inodes.inode(ino)
+        inode.lastRecord = nil
+        guard let se = session else { fuse_reply_ioctl(req, 0, nil, 0); return }
+        let sessionBits = UInt(bitPattern: se), requestBits = UInt(bitPattern: req)
+        refreshQueue.async {
+            // ENOENT: the kernel holds nothing of this inode, which is what was asked.
+            _ = fuse_lowlevel_notify_inval_inode(OpaquePointer(bitPattern: sessionBits), ino, off_t(offset), off_t(length))
+            fuse_reply_ioctl(OpaquePointer(bitPattern: requestBits), 0, nil, 0)
+        }
+    }
+}
