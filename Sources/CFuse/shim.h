@@ -25,6 +25,8 @@
 #include <string.h>
 #include <sys/sysmacros.h>
 #include "../../include/wrapfs.h"  // the refresh ioctl applications call
+#include "../../include/wrapfs_codec.h"  // the C ABI of codec plugins
+#include <dlfcn.h>
 
 // GNU flags that <fcntl.h> hides without _GNU_SOURCE (which would clash with Swift's Glibc module).
 #ifdef O_PATH

@@ -25,6 +25,8 @@ struct MountCommand: ParsableCommand {
     @Flag(help: "Mount a shim with no lower directory at the one path given: `ln -s /absolute/file MOUNTPOINT/NAME` makes NAME that file, mappable; `rm` closes it.")
     var shim = false
     @Option(name: .customLong("codec-option"), help: "A codec option, key=value (repeatable).") var codecOptions: [String] = []
+    @Option(name: .customLong("codec-plugin"), help: ArgumentHelp("Load a codec plugin built against include/wrapfs_codec.h (repeatable).", valueName: "PATH.so"))
+    var codecPlugins: [String] = []
     @Option(name: .customShort("o"), help: "FUSE mount options, comma-separated (allow_other, default_permissions, ro, ...).")
     var fuseOptions: [String] = []
     @Flag(name: [.customShort("f"), .long], help: "Stay in the foreground.") var foreground = false
@@ -70,6 +72,7 @@ struct MountCommand: ParsableCommand {
         wrapfs_close_inherited()
         _ = wrapfs_raise_nofile()
         BuiltinCodecs.register()
+        try PluginLoading.load(codecPlugins)
         let lowerPath = shim ? "" : try checkDirectory(lower, what: "lower directory", code: Exit.badLower)
         _ = try makeCodec(lower: nil)  // unknown codec or bad option: found before anything is touched
         let mountPath = try checkDirectory(mountpoint ?? lower, what: "mount point", code: Exit.badMountpoint)

@@ -24,16 +24,36 @@ struct UnmountCommand: ParsableCommand {
 }
 
 struct CodecsCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "codecs", abstract: "List the codecs this build knows.")
+    static let configuration = CommandConfiguration(commandName: "codecs", abstract: "List the built-in codecs and those of --codec-plugin shared objects.")
+
+    @Option(name: .customLong("codec-plugin"), help: ArgumentHelp("Load a codec plugin first (repeatable).", valueName: "PATH.so"))
+    var codecPlugins: [String] = []
 
     func run() throws {
         BuiltinCodecs.register()
-        print("NAME".padding(toLength: 12, withPad: " ", startingAt: 0) + "PAGE    SLOT    HEADER  SIZE         SUMMARY")
+        try PluginLoading.load(codecPlugins)
+        func col(_ s: String, _ w: Int) -> String { s.padding(toLength: w, withPad: " ", startingAt: 0) }
+        print(col("NAME", 12) + "PAGE    SLOT    HEADER  SIZE         SUMMARY")
         for d in CodecRegistry.shared.all {
-            guard let c = try? d.make(CodecOptions()) else { continue }
-            func col(_ s: String, _ w: Int) -> String { s.padding(toLength: w, withPad: " ", startingAt: 0) }
+            // An encrypting codec is made with a throwaway key, only to show its layout.
+            let key = BuiltinCodecs.encrypting.contains(d.name) ? try SecretBytes(count: 32) : nil
+            guard let c = try? d.make(CodecOptions(masterKey: key)) else { continue }
             print(col(d.name, 12) + col("\(c.pageSize)", 8) + col("\(c.slotSize)", 8) + col("\(c.headerSize)", 8)
                   + col(c.preservesSize ? "preserved" : "changes", 13) + d.summary)
+        }
+    }
+}
+
+/// Loading `--codec-plugin`s for a command; a plugin that does not load is a codec error (exit 65).
+enum PluginLoading {
+    static func load(_ paths: [String]) throws {
+        for path in paths {
+            do {
+                try CodecPlugin.load(path)
+            } catch {
+                FileHandle.standardError.write("wrapfs-mount: \(error)\n".data(using: .utf8)!)
+                throw Exit.unknownCodec
+            }
         }
     }
 }

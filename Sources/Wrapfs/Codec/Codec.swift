@@ -48,7 +48,8 @@ public protocol Codec: AnyObject {
     func encode(_ page: UnsafeRawBufferPointer, into slot: UnsafeMutableRawBufferPointer, context: PageContext) throws -> Int
     /// Decodes one slot into `page` (pageSize bytes) and returns the plain length. `slot` holds
     /// the slot's bytes as stored: for any page but the last, `slotSize` bytes, of which only
-    /// the encoded length is meaningful. Throw on anything that does not check out.
+    /// the encoded length is meaningful. Throw on anything that does not check out. Only the
+    /// returned number of bytes of `page` count: the rest may be used as scratch.
     func decode(_ slot: UnsafeRawBufferPointer, into page: UnsafeMutableRawBufferPointer, context: PageContext) throws -> Int
     /// The plain length of the file's last page, from the slot's stored bytes. The default
     /// decodes the page; a codec whose record says its length can answer faster.

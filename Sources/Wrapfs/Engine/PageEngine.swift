@@ -263,6 +263,8 @@ final class PageEngine {
                 let slot = UnsafeRawBufferPointer(rebasing: slotBuffer[0..<n])
                 if slot.isEmpty || slot.isAllZero { return }  // a hole
                 _ = try decodePage(file, slot, into: page, index: index, expect: oldLength, header: h)
+                // A decoder may use the whole page as scratch (zstd does): the old end is zeroed after.
+                UnsafeMutableRawBufferPointer(rebasing: page[oldLength...]).initializeMemory(as: UInt8.self, repeating: 0)
             }
         }
     }

@@ -283,6 +283,9 @@ final class DifferentialChecker {
                 if n == 0 { break }
                 all += chunk[0..<n]
             }
+            if let dump = ProcessInfo.processInfo.environment["WRAPFS_CHECKER_DUMP"] {
+                FileManager.default.createFile(atPath: "\(dump)-\(side)", contents: Data(all))
+            }
             return .bytes(all)
         }
     }
