@@ -1,5 +1,6 @@
 // NameCipher: file names and symlink targets encrypted with AES-SIV, written as base64url.
 import COpenSSL
+import Glibc
 import Wrapfs
 
 /// Deterministic authenticated encryption of names: the same name always gives the same lower
@@ -9,22 +10,34 @@ import Wrapfs
 final class NameCipher: @unchecked Sendable {
     private let key: SecretBytes
     private let cipher: OpaquePointer
+    /// Each thread's keyed contexts (made on first use): keying an SIV context costs three times
+    /// what copying a keyed one does, and every lookup and listed name takes one.
+    private var contexts = pthread_key_t()
 
     init(masterKey: SecretBytes) throws {
         key = try Subkeys.derive(from: masterKey, purpose: "wrapfs aes-256-siv names", count: 64)
         guard let c = wrapfs_siv_cipher() else { throw CodecError("OpenSSL has no AES-256-SIV (OpenSSL 3 needed)") }
         cipher = c
+        pthread_key_create(&contexts) { wrapfs_siv_contexts_free($0) }
     }
 
     deinit { EVP_CIPHER_free(cipher) }
 
+    private func threadContexts() throws -> UnsafeMutablePointer<wrapfs_siv_contexts> {
+        if let c = pthread_getspecific(contexts) { return c.assumingMemoryBound(to: wrapfs_siv_contexts.self) }
+        guard let c = key.withBytes({ wrapfs_siv_contexts_new(cipher, $0.baseAddress!.assumingMemoryBound(to: UInt8.self)) }) else {
+            throw CodecError("OpenSSL cannot set up AES-SIV")
+        }
+        pthread_setspecific(contexts, c)
+        return c
+    }
+
     func encrypt(_ name: [UInt8]) throws -> [UInt8] {
         guard !name.isEmpty else { throw CodecError("empty name") }
+        let c = try threadContexts()
         var out = [UInt8](repeating: 0, count: 16 + name.count)
         let ok = out.withUnsafeMutableBufferPointer { o in
-            key.withBytes { k in
-                wrapfs_siv(cipher, 1, k.baseAddress!.assumingMemoryBound(to: UInt8.self), name, Int32(name.count), o.baseAddress! + 16, o.baseAddress!)
-            }
+            wrapfs_siv_with(c, 1, name, Int32(name.count), o.baseAddress! + 16, o.baseAddress!)
         }
         guard ok == 1 else { throw CodecError("AES-SIV encryption failed") }
         return Base64URL.encode(out)
@@ -35,13 +48,11 @@ final class NameCipher: @unchecked Sendable {
         guard let raw = Base64URL.decode(lower), raw.count > 16 else {
             throw CodecError("not an encrypted name")
         }
+        let c = try threadContexts()
         var out = [UInt8](repeating: 0, count: raw.count - 16)
         let ok = out.withUnsafeMutableBufferPointer { o in
             raw.withUnsafeBufferPointer { r in
-                key.withBytes { k in
-                    wrapfs_siv(cipher, 0, k.baseAddress!.assumingMemoryBound(to: UInt8.self), r.baseAddress! + 16, Int32(o.count), o.baseAddress!,
-                               UnsafeMutablePointer(mutating: r.baseAddress!))
-                }
+                wrapfs_siv_with(c, 0, r.baseAddress! + 16, Int32(o.count), o.baseAddress!, UnsafeMutablePointer(mutating: r.baseAddress!))
             }
         }
         guard ok == 1 else { throw CodecError("name fails authentication") }
