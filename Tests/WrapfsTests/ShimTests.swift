@@ -96,9 +96,18 @@ struct ShimTests {
             for page in 0..<3 { try writePage(lower + "/f", page, 0x42) }
             usleep(1_200_000)  // past the attribute timeout: the layer must still keep the pages
             #expect([map[0], map[1], map[2]] == [0x41, 0x41, 0x41])
+            // read(2) through another descriptor sees the cached pages too, until the refresh.
+            let reader = open(top + "/f", O_RDONLY)
+            defer { close(reader) }
+            func readByte(_ page: Int) -> UInt8 {
+                var b: UInt8 = 0
+                return pread(reader, &b, 1, off_t(page * 4096)) == 1 ? b : 0
+            }
+            #expect(readByte(1) == 0x41)
             let r = try run(Build.mountTool, ["refresh", top + "/f", "--offset", "4096", "--length", "4096"])
             #expect(r.status == 0, "\(r.output)")
             #expect([map[0], map[1], map[2]] == [0x41, 0x42, 0x41])
+            #expect([readByte(0), readByte(1), readByte(2)] == [0x41, 0x42, 0x41])
             // The Swift call, whole file; a dirty page in the range reaches the lower file first.
             map.fill(page: 0, with: 0x44)
             try Refresh.range(of: map.fd)
