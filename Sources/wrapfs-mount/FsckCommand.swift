@@ -39,28 +39,49 @@ struct FsckCommand: ParsableCommand {
         let walker = FileManager.default.enumerator(atPath: lower)
         while let relative = walker?.nextObject() as? String {
             if relative == VolumeFile.name { continue }
+            if LongNames.isSideFile(Array((relative.split(separator: "/").last ?? "").utf8)) { continue }  // a long name's full name
             let path = lower + "/" + relative
             var st = stat()
             guard lstat(path, &st) == 0, st.st_mode & S_IFMT == S_IFREG, st.st_size > 0 else { continue }
-            damaged += checkFile(path, relative, size: Int(st.st_size), codec)
+            damaged += checkFile(path, shown(relative, codec), relative, size: Int(st.st_size), codec)
         }
         return damaged
     }
 
+    /// The path as the mount shows it: each lower component decoded (a long name through its
+    /// side file); a component the codec cannot decode is shown as it is, marked with "?".
+    private func shown(_ relative: String, _ codec: Codec) -> String {
+        var dir = lower
+        var parts: [String] = []
+        for component in relative.split(separator: "/").map(String.init) {
+            var encoded = Array(component.utf8)
+            if LongNames.isStandIn(encoded), let full = FileManager.default.contents(atPath: dir + "/" + component + ".name") {
+                encoded = [UInt8](full)
+            }
+            if let plain = try? codec.decodeName(encoded) {
+                parts.append(String(decoding: plain, as: UTF8.self))
+            } else {
+                parts.append(component + "?")
+            }
+            dir += "/" + component
+        }
+        return parts.joined(separator: "/")
+    }
+
     /// Decodes each slot of one lower file; prints and counts the ones that fail.
-    private func checkFile(_ path: String, _ name: String, size: Int, _ codec: Codec) -> Int {
+    private func checkFile(_ path: String, _ name: String, _ lowerName: String, size: Int, _ codec: Codec) -> Int {
         guard let data = FileManager.default.contents(atPath: path) else {
-            print("\(name): cannot be read")
+            print("\(name): cannot be read (lower file \(lowerName))")
             return 1
         }
         let bytes = [UInt8](data)
         guard bytes.count >= codec.headerSize else {
-            print("\(name): header truncated (\(bytes.count) bytes)")
+            print("\(name): header truncated to \(bytes.count) bytes (lower file \(lowerName))")
             return 1
         }
         let header = Array(bytes[0..<codec.headerSize])
         if let error = header.withUnsafeBytes({ h in Result { try codec.checkHeader(h) }.failure }) {
-            print("\(name): header: \(error)")
+            print("\(name): header (lower file \(lowerName)): \(error)")
             return 1
         }
         var damaged = 0
@@ -79,7 +100,7 @@ struct FsckCommand: ParsableCommand {
                     }
                 }
                 if let failure {
-                    print("\(name): page \(index) (lower bytes \(start)..<\(end)): \(failure)")
+                    print("\(name): page \(index) (lower file \(lowerName), bytes \(start)..<\(end)): \(failure)")
                     damaged += 1
                 }
             }

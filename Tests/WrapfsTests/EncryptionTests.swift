@@ -92,6 +92,33 @@ struct EncryptionTests {
         }
     }
 
+    @Test("fsck of a volume with encrypted names: long-name side files are not damage; a damaged page is named by its shown path")
+    func fsckNames() throws {
+        let s = try Scratch("fsck")
+        defer { s.remove() }
+        let volume = try TestVolume(s)
+        let long = String(repeating: "L", count: 240)
+        let lower = try volume.with("aes-gcm") { top, lower, _ -> String in
+            try writeFile(top + "/" + long, pattern(9000))
+            try sh("mkdir '\(top)/dir'")
+            try writeFile(top + "/dir/file", pattern(9000))
+            // Keep the lower tree past the unmount: copy it out.
+            try sh("cp -a '\(lower)' '\(s.path)/copy'")
+            return s.path + "/copy"
+        }
+        var fsck = try run(Build.mountTool, ["fsck", lower, "--passfile", volume.passfile])
+        #expect(fsck.status == 0 && fsck.output.contains("every page checks out"), "\(fsck.output)")
+        let dir = try FileManager.default.contentsOfDirectory(atPath: lower).first { !$0.hasPrefix(".") && !$0.hasPrefix("wrapfs.long.") }!
+        let file = try FileManager.default.contentsOfDirectory(atPath: lower + "/" + dir)[0]
+        var bytes = try readFile(lower + "/" + dir + "/" + file)
+        bytes[20 + 4128 + 50] ^= 0x80  // page 1
+        try writeFile(lower + "/" + dir + "/" + file, bytes)
+        fsck = try run(Build.mountTool, ["fsck", lower, "--passfile", volume.passfile])
+        #expect(fsck.status == 72, "\(fsck.output)")
+        #expect(fsck.output.contains("dir/file: page 1 (lower file \(dir)/\(file),"), "\(fsck.output)")
+        #expect(fsck.output.split(separator: "\n").filter { $0.contains(": page ") }.count == 1, "\(fsck.output)")
+    }
+
     @Test("a wrong passphrase mounts nothing and exits 71; passwd changes it without touching data")
     func passphrases() throws {
         let s = try Scratch("enc")

@@ -7,9 +7,10 @@ import Glibc
 /// system allows. Such an entry is stored as `wrapfs.long.<base64url(SHA-256(encoded))>`, and a
 /// side file `<that>.name` holds the full encoded name, as gocryptfs does. Encoded names of the
 /// codecs that use this never contain '.', so neither form can clash with a user's name.
-enum LongNames {
+public enum LongNames {
     static let prefix = Array("wrapfs.long.".utf8)
-    static let suffix = Array(".name".utf8)
+    /// The side file of stand-in `x` is `x` + this; it holds the full encoded name.
+    public static let suffix = Array(".name".utf8)
 
     static func standIn(for encoded: [UInt8]) -> [UInt8] {
         var digest = [UInt8](repeating: 0, count: 32)
@@ -17,8 +18,8 @@ enum LongNames {
         return prefix + Base64URL.encode(digest)
     }
 
-    static func isStandIn(_ lower: [UInt8]) -> Bool { lower.starts(with: prefix) && !lower.ends(with: suffix) }
-    static func isSideFile(_ lower: [UInt8]) -> Bool { lower.starts(with: prefix) && lower.ends(with: suffix) }
+    public static func isStandIn(_ lower: [UInt8]) -> Bool { lower.starts(with: prefix) && !lower.ends(with: suffix) }
+    public static func isSideFile(_ lower: [UInt8]) -> Bool { lower.starts(with: prefix) && lower.ends(with: suffix) }
     static func sideFile(of standIn: [UInt8]) -> [CChar] { Layer.cString(standIn + suffix) }
 }
 
