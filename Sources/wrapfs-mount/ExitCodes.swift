@@ -1,5 +1,6 @@
 // The exit codes of wrapfs-mount, one per kind of failure a user can act on (documented in README).
 import ArgumentParser
+import Foundation
 
 enum Exit {
     static let ok = ExitCode(0)
@@ -27,4 +28,17 @@ struct Failure: Error, CustomStringConvertible {
         self.code = code
     }
     var description: String { message }
+}
+
+extension Failure {
+    /// Runs a command's body; a `Failure` is printed as "wrapfs-mount: message" on standard
+    /// error and becomes the command's exit code.
+    static func reported(_ body: () throws -> Void) throws {
+        do {
+            try body()
+        } catch let f as Failure {
+            FileHandle.standardError.write("wrapfs-mount: \(f.message)\n".data(using: .utf8)!)
+            throw f.code
+        }
+    }
 }

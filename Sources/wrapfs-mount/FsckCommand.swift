@@ -15,16 +15,13 @@ struct FsckCommand: ParsableCommand {
     @OptionGroup var passphrase: PassphraseOptions
 
     func run() throws {
-        do {
+        try Failure.reported {
             let damaged = try check()
             if damaged > 0 {
                 print("\(damaged) damaged page(s) or header(s)")
                 throw Exit.damaged
             }
             print("every page checks out")
-        } catch let f as Failure {
-            FileHandle.standardError.write("wrapfs-mount: \(f.message)\n".data(using: .utf8)!)
-            throw f.code
         }
     }
 

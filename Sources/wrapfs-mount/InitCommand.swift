@@ -22,14 +22,7 @@ struct InitCommand: ParsableCommand {
     @Option(help: "Plain bytes per page (power of two, 512...1048576; default 4096, gzip chains 65536).") var pageSize: Int?
     @OptionGroup var passphrase: PassphraseOptions
 
-    func run() throws {
-        do {
-            try create()
-        } catch let f as Failure {
-            FileHandle.standardError.write("wrapfs-mount: \(f.message)\n".data(using: .utf8)!)
-            throw f.code
-        }
-    }
+    func run() throws { try Failure.reported(create) }
 
     private func create() throws {
         BuiltinCodecs.register()
@@ -73,7 +66,7 @@ struct PasswdCommand: ParsableCommand {
     @OptionGroup var passphrase: PassphraseOptions
 
     func run() throws {
-        do {
+        try Failure.reported {
             guard var volume = try VolumeFile.load(from: lower), let wrapped = volume.key else {
                 throw Failure("\(lower) is not an encrypted volume", Exit.badLower)
             }
@@ -84,9 +77,6 @@ struct PasswdCommand: ParsableCommand {
             master.wipe()
             try volume.save(in: lower)
             print("Changed the passphrase of \(lower).")
-        } catch let f as Failure {
-            FileHandle.standardError.write("wrapfs-mount: \(f.message)\n".data(using: .utf8)!)
-            throw f.code
         }
     }
 }

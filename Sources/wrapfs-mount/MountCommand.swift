@@ -59,14 +59,7 @@ struct MountCommand: ParsableCommand {
         for o in codecOptions where !o.contains("=") { throw ValidationError("--codec-option takes key=value, got '\(o)'") }
     }
 
-    func run() throws {
-        do {
-            try mount()
-        } catch let f as Failure {
-            FileHandle.standardError.write("wrapfs-mount: \(f.message)\n".data(using: .utf8)!)
-            throw f.code
-        }
-    }
+    func run() throws { try Failure.reported(mount) }
 
     private func mount() throws {
         wrapfs_close_inherited()

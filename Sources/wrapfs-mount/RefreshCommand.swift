@@ -26,20 +26,17 @@ struct RefreshCommand: ParsableCommand {
     }
 
     func run() throws {
-        let fd = open(file, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
-        guard fd >= 0 else { fail("cannot open \(file): \(String(cString: strerror(errno)))") }
-        defer { close(fd) }
-        do {
-            try Refresh.range(of: fd, offset: offset, length: length)
-        } catch let e as Errno where e == .ENOTTY {
-            fail("\(file) is not a regular file on a Wrapfs mount")
-        } catch {
-            fail("cannot refresh \(file): \(error)")
+        try Failure.reported {
+            let fd = open(file, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
+            guard fd >= 0 else { throw Failure("cannot open \(file): \(String(cString: strerror(errno)))", Exit.failure) }
+            defer { close(fd) }
+            do {
+                try Refresh.range(of: fd, offset: offset, length: length)
+            } catch let e as Errno where e == .ENOTTY {
+                throw Failure("\(file) is not a regular file on a Wrapfs mount", Exit.failure)
+            } catch {
+                throw Failure("cannot refresh \(file): \(error)", Exit.failure)
+            }
         }
-    }
-
-    private func fail(_ message: String) -> Never {
-        FileHandle.standardError.write("wrapfs-mount: \(message)\n".data(using: .utf8)!)
-        Foundation.exit(1)
     }
 }

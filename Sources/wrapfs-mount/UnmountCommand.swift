@@ -29,7 +29,9 @@ struct CodecsCommand: ParsableCommand {
     @Option(name: .customLong("codec-plugin"), help: ArgumentHelp("Load a codec plugin first (repeatable).", valueName: "PATH.so"))
     var codecPlugins: [String] = []
 
-    func run() throws {
+    func run() throws { try Failure.reported(list) }
+
+    private func list() throws {
         BuiltinCodecs.register()
         try PluginLoading.load(codecPlugins)
         func col(_ s: String, _ w: Int) -> String { s.padding(toLength: w, withPad: " ", startingAt: 0) }
@@ -51,8 +53,7 @@ enum PluginLoading {
             do {
                 try CodecPlugin.load(path)
             } catch {
-                FileHandle.standardError.write("wrapfs-mount: \(error)\n".data(using: .utf8)!)
-                throw Exit.unknownCodec
+                throw Failure("\(error)", Exit.unknownCodec)
             }
         }
     }

@@ -119,6 +119,22 @@ struct EncryptionTests {
         #expect(fsck.output.split(separator: "\n").filter { $0.contains(": page ") }.count == 1, "\(fsck.output)")
     }
 
+    @Test("a volume mounts without --codec: the volume file names it")
+    func codecFromVolume() throws {
+        let s = try Scratch("nocodec")
+        defer { s.remove() }
+        let volume = try TestVolume(s)
+        let lower = try s.dir("lower"), point = try s.dir("mnt")
+        try volume.create(lower, codec: "aes-gcm")
+        let mount = try Mounted(point: point, lower: lower, arguments: [lower, point, "--passfile", volume.passfile, "-f"])
+        defer { mount.unmount() }
+        try writeFile(point + "/plain.txt", Array("secret marker".utf8))
+        #expect(try readFile(point + "/plain.txt") == Array("secret marker".utf8))
+        let below = try FileManager.default.contentsOfDirectory(atPath: lower).filter { !$0.hasPrefix(".") }
+        #expect(below.count == 1 && below[0] != "plain.txt", "\(below)")
+        #expect(try readFile(lower + "/" + below[0]).count == 20 + 16 + 13 + 16)
+    }
+
     @Test("a wrong passphrase mounts nothing and exits 71; passwd changes it without touching data")
     func passphrases() throws {
         let s = try Scratch("enc")

@@ -129,14 +129,8 @@ struct PluginTests {
         let s = try Scratch("xor")
         defer { s.remove() }
         let lower = try s.dir("lower"), point = try s.dir("mnt")
-        let daemon = try Child(tool, [lower, point, "key=77"], outputPath: s.path + "/xor.log")
-        defer {
-            if MountTable.isMounted(point) { _ = try? run("/usr/bin/fusermount3", ["-u", "-z", point], timeout: 20) }
-            if !daemon.wait(timeout: 10) { daemon.kill(); daemon.wait(timeout: 10) }
-        }
-        let deadline = Date().addingTimeInterval(20)
-        while !MountTable.isMounted(point) && daemon.isRunning && Date() < deadline { usleep(20_000) }
-        try #require(MountTable.isMounted(point), "xor-mount did not come up")
+        let xor = try Mounted(point: point, lower: lower, tool: tool, arguments: [lower, point, "key=77"])
+        defer { xor.unmount() }
         try writeFile(point + "/hello", Array("hello".utf8))
         #expect(try readFile(lower + "/hello") == Array("hello".utf8).map { $0 ^ 77 })
         try DifferentialChecker(subject: point, reference: try s.dir("reference"), seed: 32).run(operations: 2000)

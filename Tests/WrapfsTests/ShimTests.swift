@@ -254,7 +254,7 @@ struct ShimTests {
         defer { s.remove() }
         let backing = s.path + "/backing.bin"
         try makePages(backing, 2, 0x41)
-        let shim = try ShimMount(try s.dir("shim"))
+        let shim = try Mounted.shim(try s.dir("shim"))
         defer { shim.unmount() }
         let entry = shim.point + "/data"
         #expect(symlink(backing, entry) == 0)
@@ -289,7 +289,7 @@ struct ShimTests {
         let s = try Scratch("shadowerr")
         defer { s.remove() }
         try writeFile(s.path + "/file", [1])
-        let shim = try ShimMount(try s.dir("shim"))
+        let shim = try Mounted.shim(try s.dir("shim"))
         defer { shim.unmount() }
         func link(_ target: String, _ name: String = "x") -> Int32 { symlink(target, shim.point + "/" + name) == 0 ? 0 : errno }
         #expect(link("file") == EINVAL)
@@ -313,26 +313,9 @@ struct ShimTests {
     }
 }
 
-/// A shim mount (`wrapfs-mount --shim POINT -f`), unmounted by `unmount()` or at deinit.
-final class ShimMount {
-    let point: String
-    let daemon: Child
-    private var unmounted = false
-
-    init(_ point: String) throws {
-        self.point = point
-        daemon = try Child(Build.mountTool, ["--shim", point, "-f"], outputPath: point + ".log")
-        let deadline = Date().addingTimeInterval(20)
-        while !MountTable.isMounted(point) {
-            if !daemon.isRunning || Date() > deadline {
-                unmount()
-                throw MountFailure(description: "shim mount on \(point) did not come up: \(log)")
-            }
-            usleep(20_000)
-        }
-    }
-
-    var log: String { (try? String(contentsOfFile: point + ".log", encoding: .utf8)) ?? "" }
+extension Mounted {
+    /// A shim mount (`wrapfs-mount --shim POINT -f`).
+    static func shim(_ point: String) throws -> Mounted { try Mounted(point: point, arguments: ["--shim", point, "-f"]) }
 
     /// Whether the daemon has a descriptor open on `path`.
     func holdsOpen(_ path: String) -> Bool {
@@ -340,15 +323,4 @@ final class ShimMount {
         let fds = (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []
         return fds.contains { (try? FileManager.default.destinationOfSymbolicLink(atPath: dir + "/" + $0)) == path }
     }
-
-    func unmount() {
-        if unmounted { return }
-        unmounted = true
-        if MountTable.isMounted(point), (try? run("/usr/bin/fusermount3", ["-u", point], timeout: 20))?.status != 0 {
-            _ = try? run("/usr/bin/fusermount3", ["-u", "-z", point], timeout: 20)
-        }
-        if !daemon.wait(timeout: 10) { daemon.kill(); daemon.wait(timeout: 10) }
-    }
-
-    deinit { unmount() }
 }

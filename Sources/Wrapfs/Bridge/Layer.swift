@@ -23,35 +23,31 @@ public final class Layer {
     let runsAsRoot = geteuid() == 0
 
     /// Opens the lower directory. Throws `Errno` when it is missing or not a directory.
-    public init(lower: String, codec: Codec, options: LayerOptions = LayerOptions(), log: Logger) throws {
-        self.lowerPath = lower
-        self.codec = codec
-        self.options = options
-        self.log = log
-        let fd = try FileDescriptor.open(lower, O_PATH | O_DIRECTORY)
-        let st: stat
-        do { st = try fd.stat() } catch { fd.close(); throw error }
-        inodes = InodeTable(root: Inode(fd: fd, stat: st))
-        engine = PageEngine(codec: codec, log: log)
-        shadows = nil
+    public convenience init(lower: String, codec: Codec, options: LayerOptions = LayerOptions(), log: Logger) throws {
+        try self.init(root: lower, lowerPath: lower, codec: codec, options: options, shadows: nil, log: log)
     }
 
     /// A shim mount at `mountpoint` with no lower directory: its root holds shadow files (see
     /// `ShadowFiles`); the root's own attributes are those of the directory mounted over.
-    public init(shimAt mountpoint: String, codec: Codec, options: LayerOptions = LayerOptions(), log: Logger) throws {
+    public convenience init(shimAt mountpoint: String, codec: Codec, options: LayerOptions = LayerOptions(), log: Logger) throws {
         guard codec.preservesSize && codec.headerSize == 0 else { throw Errno.EINVAL }
-        self.lowerPath = "shim"
-        self.codec = codec
         var options = options
         options.readdirPlus = false  // the root lists names only
+        try self.init(root: mountpoint, lowerPath: "shim", codec: codec, options: options,
+                      shadows: ShadowFiles(mountpoint: mountpoint), log: log)
+    }
+
+    private init(root: String, lowerPath: String, codec: Codec, options: LayerOptions, shadows: ShadowFiles?, log: Logger) throws {
+        self.lowerPath = lowerPath
+        self.codec = codec
         self.options = options
         self.log = log
-        let fd = try FileDescriptor.open(mountpoint, O_PATH | O_DIRECTORY)
+        self.shadows = shadows
+        let fd = try FileDescriptor.open(root, O_PATH | O_DIRECTORY)
         let st: stat
         do { st = try fd.stat() } catch { fd.close(); throw error }
         inodes = InodeTable(root: Inode(fd: fd, stat: st))
         engine = PageEngine(codec: codec, log: log)
-        shadows = ShadowFiles(mountpoint: mountpoint)
     }
 
     // MARK: names
@@ -119,7 +115,7 @@ public final class Layer {
 
     /// The reply to a lookup of `inode`, whose one lookup was just counted (and is given back
     /// if its attributes cannot be had).
-    private func entryParameters(_ inode: Inode, _ lower: stat? = nil) throws -> fuse_entry_param {
+    func entryParameters(_ inode: Inode, _ lower: stat? = nil) throws -> fuse_entry_param {
         var e = fuse_entry_param()
         e.ino = inodes.id(of: inode)
         do {

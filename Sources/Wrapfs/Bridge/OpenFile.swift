@@ -2,8 +2,30 @@
 import Glibc
 import CFuse
 
+/// What a FUSE file handle (`fi.fh`) points to: retained from open until release.
+protocol FileHandleObject: AnyObject {}
+
+extension FileHandleObject {
+    /// Stores this open in `fi.fh` (retained until `detach`).
+    func attach(_ fi: UnsafeMutablePointer<fuse_file_info>) {
+        fi.pointee.fh = UInt64(UInt(bitPattern: Unmanaged.passRetained(self).toOpaque()))
+    }
+
+    /// The open `fi.fh` holds; nil when it holds none.
+    static func from(_ fi: UnsafeMutablePointer<fuse_file_info>) -> Self? {
+        guard fi.pointee.fh != 0, let p = UnsafeRawPointer(bitPattern: UInt(fi.pointee.fh)) else { return nil }
+        return Unmanaged<Self>.fromOpaque(p).takeUnretainedValue()
+    }
+
+    static func detach(_ fi: UnsafeMutablePointer<fuse_file_info>) {
+        guard let p = UnsafeRawPointer(bitPattern: UInt(fi.pointee.fh)) else { return }
+        Unmanaged<Self>.fromOpaque(p).release()
+        fi.pointee.fh = 0
+    }
+}
+
 /// One open of a regular file: a real lower descriptor (never O_APPEND) and the open's mode.
-final class OpenFile {
+final class OpenFile: FileHandleObject {
     let fd: FileDescriptor
     let inode: Inode
     /// Writes go to the logical end of file, found under the inode lock.
@@ -21,22 +43,6 @@ final class OpenFile {
     deinit { fd.close() }
 
     var lower: LowerFile { LowerFile(fd: fd, inode: inode) }
-
-    /// Stores this open in `fi.fh` (retained until `release`).
-    func attach(_ fi: UnsafeMutablePointer<fuse_file_info>) {
-        fi.pointee.fh = UInt64(UInt(bitPattern: Unmanaged.passRetained(self).toOpaque()))
-    }
-
-    static func from(_ fi: UnsafeMutablePointer<fuse_file_info>) -> OpenFile? {
-        guard fi.pointee.fh != 0, let p = UnsafeRawPointer(bitPattern: UInt(fi.pointee.fh)) else { return nil }
-        return Unmanaged<OpenFile>.fromOpaque(p).takeUnretainedValue()
-    }
-
-    static func detach(_ fi: UnsafeMutablePointer<fuse_file_info>) {
-        guard let p = UnsafeRawPointer(bitPattern: UInt(fi.pointee.fh)) else { return }
-        Unmanaged<OpenFile>.fromOpaque(p).release()
-        fi.pointee.fh = 0
-    }
 }
 
 /// One entry of an open directory, as the layer shows it.
@@ -53,7 +59,7 @@ struct DirectoryEntry {
 
 /// One open of a directory: a lower DIR stream and the entries read from it so far, so that
 /// the kernel resuming at any cookie it was given costs a lookup, not a re-read.
-final class OpenDirectory {
+final class OpenDirectory: FileHandleObject {
     let stream: OpaquePointer
     let lock = Mutex()
     /// Entries read since the stream was last positioned; guarded by `lock`.
@@ -76,17 +82,6 @@ final class OpenDirectory {
         indexAfter[cookie] = 0
     }
 
-    func attach(_ fi: UnsafeMutablePointer<fuse_file_info>) {
-        fi.pointee.fh = UInt64(UInt(bitPattern: Unmanaged.passRetained(self).toOpaque()))
-    }
-
-    static func from(_ fi: UnsafeMutablePointer<fuse_file_info>) -> OpenDirectory {
-        Unmanaged<OpenDirectory>.fromOpaque(UnsafeRawPointer(bitPattern: UInt(fi.pointee.fh))!).takeUnretainedValue()
-    }
-
-    static func detach(_ fi: UnsafeMutablePointer<fuse_file_info>) {
-        guard let p = UnsafeRawPointer(bitPattern: UInt(fi.pointee.fh)) else { return }
-        Unmanaged<OpenDirectory>.fromOpaque(p).release()
-        fi.pointee.fh = 0
-    }
+    /// The open directory `fi.fh` holds (opendir always sets one).
+    static func of(_ fi: UnsafeMutablePointer<fuse_file_info>) -> OpenDirectory { from(fi)! }
 }

@@ -31,7 +31,7 @@ extension Layer {
     func fsyncdir(_ req: fuse_req_t, _ ino: fuse_ino_t, _ dataOnly: Bool, _ fi: UnsafeMutablePointer<fuse_file_info>) {
         if isShadowRoot(ino) { fuse_reply_err(req, 0); return }
         serve(req) {
-            let d = OpenDirectory.from(fi)
+            let d = OpenDirectory.of(fi)
             try FileDescriptor(rawValue: dirfd(d.stream)).sync(dataOnly: dataOnly)
             fuse_reply_err(req, 0)
         }
@@ -43,7 +43,7 @@ extension Layer {
     func readdir(_ req: fuse_req_t, _ ino: fuse_ino_t, _ size: Int, _ off: off_t,
                  _ fi: UnsafeMutablePointer<fuse_file_info>, plus: Bool) {
         if isShadowRoot(ino) { return shadowReaddir(req, size, off, fi) }
-        let d = OpenDirectory.from(fi)
+        let d = OpenDirectory.of(fi)
         let parent = inodes.inode(ino)
         let buf = UnsafeMutablePointer<CChar>.allocate(capacity: size)
         defer { buf.deallocate() }

@@ -19,13 +19,7 @@ extension Layer {
         let fd = try e.backing.reopen(O_PATH)
         let st: stat
         do { st = try fd.stat() } catch { fd.close(); throw error }
-        var p = fuse_entry_param()
-        let inode = inodes.remember(fd: fd, stat: st)
-        p.ino = inodes.id(of: inode)
-        p.attr = st
-        p.attr_timeout = options.attributeTimeout
-        p.entry_timeout = options.entryTimeout
-        return p
+        return try entryParameters(inodes.remember(fd: fd, stat: st), st)
     }
 
     /// `ln -s /abs/backing MOUNTPOINT/name`. The kernel insists that the reply to a symlink
@@ -73,7 +67,7 @@ extension Layer {
     /// The shim root's listing: "." and "..", then the entries as they were when the listing
     /// began (cookie = position + 1).
     func shadowReaddir(_ req: fuse_req_t, _ size: Int, _ off: off_t, _ fi: UnsafeMutablePointer<fuse_file_info>) {
-        let listing = ShadowListing.from(fi)
+        guard let listing = ShadowListing.from(fi) else { fuse_reply_err(req, EBADF); return }
         if off == 0 { listing.snapshot = [(Array(".".utf8), 1, S_IFDIR), (Array("..".utf8), 1, S_IFDIR)] + shadows!.list().map { ($0.name, $0.ino, S_IFREG) } }
         let buf = UnsafeMutablePointer<CChar>.allocate(capacity: size)
         defer { buf.deallocate() }
@@ -94,20 +88,6 @@ extension Layer {
 }
 
 /// One open of the shim root: the entries when reading began.
-final class ShadowListing {
+final class ShadowListing: FileHandleObject {
     var snapshot: [(name: [UInt8], ino: ino_t, type: mode_t)] = []
-
-    func attach(_ fi: UnsafeMutablePointer<fuse_file_info>) {
-        fi.pointee.fh = UInt64(UInt(bitPattern: Unmanaged.passRetained(self).toOpaque()))
-    }
-
-    static func from(_ fi: UnsafeMutablePointer<fuse_file_info>) -> ShadowListing {
-        Unmanaged<ShadowListing>.fromOpaque(UnsafeRawPointer(bitPattern: UInt(fi.pointee.fh))!).takeUnretainedValue()
-    }
-
-    static func detach(_ fi: UnsafeMutablePointer<fuse_file_info>) {
-        guard let p = UnsafeRawPointer(bitPattern: UInt(fi.pointee.fh)) else { return }
-        Unmanaged<ShadowListing>.fromOpaque(p).release()
-        fi.pointee.fh = 0
-    }
 }

@@ -3,7 +3,6 @@ import Dispatch
 import Glibc
 import CFuse
 import Logging
-import Synchronization
 
 /// The lower file a request works on: its open descriptor and the inode it belongs to.
 struct LowerFile {
@@ -22,7 +21,6 @@ final class PageEngine {
     let slotSize: Int64
     let headerSize: Int64
     private let pool = BufferPool()
-    private let encodeTime = EncodeTime()
     private let log: Logger
 
     init(codec: Codec, log: Logger) {
@@ -242,9 +240,11 @@ final class PageEngine {
     /// Reads and decodes page `index` into `page` (pageSize bytes), zero-filling past its old end.
     private func loadPage(_ file: LowerFile, header: [UInt8], index: Int64, size: Int64, lowerSize: Int64,
                           into page: UnsafeMutableRawBufferPointer) throws {
-        page.initializeMemory(as: UInt8.self, repeating: 0)
         let pStart = index * pageSize
-        guard pStart < size else { return }
+        guard pStart < size else {
+            page.initializeMemory(as: UInt8.self, repeating: 0)
+            return
+        }
         let oldLength = Int(min(pageSize, size - pStart))
         try header.withUnsafeBytes { h in
             if preserves {
@@ -261,12 +261,15 @@ final class PageEngine {
             try pool.with(Int(slotSize)) { slotBuffer in
                 let n = try file.fd.read(into: UnsafeMutableRawBufferPointer(rebasing: slotBuffer[0..<max(length, 0)]), at: from)
                 let slot = UnsafeRawBufferPointer(rebasing: slotBuffer[0..<n])
-                if slot.isEmpty || slot.isAllZero { return }  // a hole
+                if slot.isEmpty || slot.isAllZero {  // a hole
+                    UnsafeMutableRawBufferPointer(rebasing: page[0..<oldLength]).initializeMemory(as: UInt8.self, repeating: 0)
+                    return
+                }
                 _ = try decodePage(file, slot, into: page, index: index, expect: oldLength, header: h)
-                // A decoder may use the whole page as scratch (zstd does): the old end is zeroed after.
-                UnsafeMutableRawBufferPointer(rebasing: page[oldLength...]).initializeMemory(as: UInt8.self, repeating: 0)
             }
         }
+        // Past the old end: zeros (after decoding, since a decoder may use the whole page as scratch, as zstd does).
+        UnsafeMutableRawBufferPointer(rebasing: page[oldLength...]).initializeMemory(as: UInt8.self, repeating: 0)
     }
 
     /// Encodes the pages in `plain` (starting at page `first`, covering up to `newSize`) and
@@ -303,13 +306,7 @@ final class PageEngine {
                             let slot = UnsafeMutableRawBufferPointer(rebasing: slots[k * Int(slotSize)..<(k + 1) * Int(slotSize)])
                             do { lengths[k] = try encodePage(page, into: slot, index: first + Int64(k), header: h) } catch { errors[k] = error }
                         }
-                        if encodeTime.worthSpreading(pages: pages) {
-                            DispatchQueue.concurrentPerform(iterations: pages, execute: encodeOne)
-                        } else {
-                            let started = EncodeTime.now()
-                            for k in 0..<pages { encodeOne(k) }
-                            encodeTime.record(pages: pages, since: started)
-                        }
+                        if pages > 1 { DispatchQueue.concurrentPerform(iterations: pages, execute: encodeOne) } else { encodeOne(0) }
                     }
                 }
                 if let failure = failures.lazy.compactMap({ $0 }).first { throw failure }
@@ -549,35 +546,6 @@ final class PageEngine {
             let n = try file.fd.read(into: buf, at: slotStart(index))
             return UnsafeRawBufferPointer(rebasing: buf[0..<n]).isAllZero
         }
-    }
-}
-
-/// How long the codec takes to encode a page, learned from serial encodes. Handing pages to
-/// other threads costs wake-ups and cache misses: worth it for a slow codec (gzip), a loss for
-/// a few pages of a fast one (AES, a few microseconds each).
-final class EncodeTime: @unchecked Sendable {
-    /// Work below this many nanoseconds stays on the request's thread.
-    private static let spreadAbove = 100_000
-    private let nanosPerPage = Atomic<Int>(0)
-
-    static func now() -> UInt64 {
-        var t = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &t)
-        return UInt64(t.tv_sec) * 1_000_000_000 + UInt64(t.tv_nsec)
-    }
-
-    func worthSpreading(pages: Int) -> Bool {
-        guard pages > 1 else { return false }
-        let perPage = nanosPerPage.load(ordering: .relaxed)
-        // Unknown yet: measure on this thread first. Serial batches (and every single page)
-        // keep feeding the estimate, so it follows the data (text compresses slower than zeros).
-        return perPage > 0 && pages * perPage > Self.spreadAbove
-    }
-
-    func record(pages: Int, since start: UInt64) {
-        let perPage = Int((Self.now() &- start) / UInt64(pages))
-        let old = nanosPerPage.load(ordering: .relaxed)
-        nanosPerPage.store(old == 0 ? perPage : (old * 7 + perPage) / 8, ordering: .relaxed)
     }
 }
 

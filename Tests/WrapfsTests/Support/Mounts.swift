@@ -87,6 +87,12 @@ final class Child {
     func kill(_ signal: Int32 = SIGKILL) {
         if isRunning { Glibc.kill(pid, signal) }
     }
+
+    /// Asks the child to end (SIGTERM), then kills it if it has not within `timeout` seconds.
+    func stop(timeout: Double = 10) {
+        kill(SIGTERM)
+        if !wait(timeout: timeout) { kill(); wait(timeout: 10) }
+    }
 }
 
 /// Runs a command, killing it after `timeout` seconds. Output is stdout and stderr together.
@@ -147,16 +153,22 @@ final class Mounted {
     private var unmounted = false
 
     /// Mounts `lower` on `point` with `codec` and waits until the mount is there.
-    init(lower: String, point: String, codec: String, extra: [String] = []) throws {
+    convenience init(lower: String, point: String, codec: String, extra: [String] = []) throws {
+        try self.init(point: point, lower: lower, arguments: [lower, point, "--codec", codec, "-f"] + extra)
+    }
+
+    /// Runs `tool` with `arguments` (a daemon that stays in the foreground and mounts `point`)
+    /// and waits until the mount is there.
+    init(point: String, lower: String = "", tool: String = Build.mountTool, arguments: [String]) throws {
         self.lower = lower
         self.point = point
         logPath = point + ".log"
-        daemon = try Child(Build.mountTool, [lower, point, "--codec", codec, "-f"] + extra, outputPath: logPath)
+        daemon = try Child(tool, arguments, outputPath: logPath)
         let deadline = Date().addingTimeInterval(20)
         while !MountTable.isMounted(point) {
             if !daemon.isRunning || Date() > deadline {
                 unmount()
-                throw MountFailure(description: "mount of \(lower) on \(point) did not come up: \(log)")
+                throw MountFailure(description: "\(tool) \(arguments.joined(separator: " ")) did not mount \(point): \(log)")
             }
             usleep(20_000)
         }

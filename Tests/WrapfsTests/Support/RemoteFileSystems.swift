@@ -82,11 +82,8 @@ final class GlusterVolume {
             _ = try? gluster(["volume", "delete", name])
             created = false
         }
-        if let g = glusterd {
-            g.kill(SIGTERM)
-            if !g.wait(timeout: 20) { g.kill(SIGKILL); g.wait(timeout: 10) }
-            glusterd = nil
-        }
+        glusterd?.stop(timeout: 20)
+        glusterd = nil
         scratch.remove()
     }
 
@@ -168,11 +165,8 @@ final class SSHFSMount {
                 _ = try? run("/usr/bin/fusermount3", ["-u", "-z", point], timeout: 20)
             }
         }
-        if let d = sshd {
-            d.kill(SIGTERM)
-            if !d.wait(timeout: 10) { d.kill(SIGKILL); d.wait(timeout: 10) }
-            sshd = nil
-        }
+        sshd?.stop()
+        sshd = nil
         scratch.remove()
     }
 
