@@ -1,4 +1,4 @@
-// `wrapfs-mount fsck LOWER`: decodes every page of every file of an encrypted volume, offline.
+// `wrapfs-mount fsck LOWER`: decodes every page of every file of a volume (encrypted or gzip), offline.
 import ArgumentParser
 import Codecs
 import Foundation
@@ -8,8 +8,8 @@ import Wrapfs
 struct FsckCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "fsck",
-        abstract: "Read every file of an encrypted volume and name every page that fails authentication.",
-        discussion: "Exit codes: 0 every page checks out, 72 damaged pages or headers found, 71 wrong passphrase.")
+        abstract: "Read every file of a volume and name every page that fails to decode (authentication for aes-gcm, CRC-32 for gzip).",
+        discussion: "Works on any directory with a volume file (made by `init`, or by a first mount with a codec that keeps one, such as gzip). Exit codes: 0 every page checks out, 72 damaged pages or headers found, 71 wrong passphrase, 66 not a volume.")
 
     @Argument(help: "The volume's directory (not mounted, or mounted: fsck only reads).") var lower: String
     @OptionGroup var passphrase: PassphraseOptions
@@ -27,10 +27,10 @@ struct FsckCommand: ParsableCommand {
 
     private func check() throws -> Int {
         BuiltinCodecs.register()
-        guard let volume = try VolumeFile.load(from: lower), let wrapped = volume.key else {
-            throw Failure("\(lower) is not an encrypted volume", Exit.badLower)
+        guard let volume = try VolumeFile.load(from: lower) else {
+            throw Failure("\(lower) is not a volume (no \(VolumeFile.name))", Exit.badLower)
         }
-        let master = try passphrase.unlock(wrapped, of: lower, prompt: "Passphrase for \(lower): ")
+        let master = try volume.key.map { try passphrase.unlock($0, of: lower, prompt: "Passphrase for \(lower): ") }
         let codec = try ChainCodec.make(volume.codec, options: CodecOptions(volume.options, masterKey: master))
         var damaged = 0
         let walker = FileManager.default.enumerator(atPath: lower)
@@ -92,7 +92,13 @@ struct FsckCommand: ParsableCommand {
                 let failure = header.withUnsafeBytes { h in
                     slot.withUnsafeBytes { s in
                         page.withUnsafeMutableBytes { p in
-                            Result { try codec.decode(s, into: p, context: PageContext(index: UInt64(index), header: h)) }.failure
+                            Result {
+                                let n = try codec.decode(s, into: p, context: PageContext(index: UInt64(index), header: h))
+                                // Only the last page may be short (a short middle page is a torn or moved slot).
+                                if end < bytes.count && n != codec.pageSize {
+                                    throw CodecError("decoded \(n) bytes where a middle page holds \(codec.pageSize)")
+                                }
+                            }.failure
                         }
                     }
                 }

@@ -6,20 +6,32 @@ import Wrapfs
 import Codecs
 
 struct UnmountCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "unmount", abstract: "Unmount a layer (fusermount3 -u).")
+    static let configuration = CommandConfiguration(
+        commandName: "unmount", abstract: "Unmount a layer (fusermount3 -u).",
+        discussion: "A dead daemon's mount (\"Transport endpoint is not connected\") is unmounted too; while programs still hold files there it is detached lazily, as with -z.")
     @Argument(help: "The mount point.") var mountpoint: String
-    @Flag(name: [.customShort("z"), .long], help: "Detach now even if busy (also for a dead daemon's mount).") var lazy = false
+    @Flag(name: [.customShort("z"), .long], help: "Detach now even if busy.") var lazy = false
 
     func run() throws {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/fusermount3")
-        p.arguments = lazy ? ["-u", "-z", mountpoint] : ["-u", mountpoint]
-        do { try p.run() } catch {
-            FileHandle.standardError.write("wrapfs-mount: cannot run fusermount3: \(error)\n".data(using: .utf8)!)
+        try Failure.reported {
+            if try fusermount(lazy ? ["-u", "-z"] : ["-u"]) == 0 { return }
+            // A mount whose daemon died answers ENOTCONN; nothing can serve it again, so detach it.
+            var st = stat()
+            if stat(mountpoint, &st) != 0 && errno == ENOTCONN, try fusermount(["-u", "-z"]) == 0 {
+                FileHandle.standardError.write("wrapfs-mount: \(mountpoint): the daemon was gone; detached\n".data(using: .utf8)!)
+                return
+            }
             throw Exit.failure
         }
+    }
+
+    private func fusermount(_ arguments: [String]) throws -> Int32 {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/fusermount3")
+        p.arguments = arguments + [mountpoint]
+        do { try p.run() } catch { throw Failure("cannot run fusermount3: \(error)", Exit.failure) }
         p.waitUntilExit()
-        if p.terminationStatus != 0 { throw Exit.failure }
+        return p.terminationStatus
     }
 }
 

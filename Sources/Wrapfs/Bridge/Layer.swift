@@ -146,7 +146,13 @@ public final class Layer {
                 let fd = try inode.fd.reopen(O_RDONLY)
                 defer { fd.close() }
                 let file = LowerFile(fd: fd, inode: inode)
-                st.st_size = off_t(try inode.content.reading { try engine.logicalSize(file, lowerSize: Int64(st.st_size)) })
+                // The size is read again under the content lock: a write that landed since `st`
+                // was taken may have moved the last slot (a stale size ends in the middle of one).
+                st = try inode.content.reading {
+                    var fresh = try lowerStat(fd)
+                    fresh.st_size = off_t(try engine.logicalSize(file, lowerSize: Int64(fresh.st_size)))
+                    return fresh
+                }
             }
         } else if inode.isSymlink && !codec.preservesNameLength {
             st.st_size = off_t(try codec.decodeLinkTarget(try inode.fd.readLink()).count)

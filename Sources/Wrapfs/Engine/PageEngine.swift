@@ -22,6 +22,8 @@ final class PageEngine {
     let headerSize: Int64
     private let pool = BufferPool()
     private let log: Logger
+    /// The lower file system cannot allocate ahead (fallocate fails as unsupported).
+    private let reservationUnsupported = SharedFlag()
 
     init(codec: Codec, log: Logger) {
         self.codec = codec
@@ -205,18 +207,33 @@ final class PageEngine {
     func write(_ file: LowerFile, offset: Int64, data: UnsafeRawBufferPointer) throws {
         guard !data.isEmpty else { return }
         var (lowerSize, size) = try sizes(file)
-        let end = offset + Int64(data.count)
-        let newSize = max(size, end)
-        let first = offset / pageSize, last = (end - 1) / pageSize
+        let first = offset / pageSize
         // A new file's header goes out in one pwrite with its first slot.
         let headerWithFirstSlot = lowerSize == 0 && first == 0 && headerSize > 0 && !preserves
         let header = try self.header(file, lowerSize: lowerSize, create: true, deferWrite: headerWithFirstSlot)
         if lowerSize == 0 { lowerSize = headerSize }
         // The old last page becomes a middle page: it must be stored as a full page.
-        if size % pageSize != 0 && (size - 1) / pageSize < first {
+        let grewOldLast = size % pageSize != 0 && (size - 1) / pageSize < first
+        if grewOldLast {
             try rewritePage(file, header: header, index: (size - 1) / pageSize, size: size, lowerSize: lowerSize,
                             newLength: Int(pageSize), becomesLast: false)
         }
+        do {
+            try storeWrite(file, header: header, offset: offset, data: data, size: size, lowerSize: lowerSize,
+                           writingHeader: headerWithFirstSlot)
+        } catch {
+            // A failed write (a full lower disk) leaves the size as it was, as on a local file system.
+            if grewOldLast { try? truncate(file, to: size) }
+            throw error
+        }
+    }
+
+    /// The second half of `write`: loads partly covered pages, copies `data` in and stores the pages.
+    private func storeWrite(_ file: LowerFile, header: [UInt8], offset: Int64, data: UnsafeRawBufferPointer,
+                            size: Int64, lowerSize: Int64, writingHeader headerWithFirstSlot: Bool) throws {
+        let end = offset + Int64(data.count)
+        let newSize = max(size, end)
+        let first = offset / pageSize, last = (end - 1) / pageSize
         let pages = Int(last - first + 1)
         try pool.with(pages * Int(pageSize)) { plain in
             // Only the first and last pages can be partly covered: load their old content.
@@ -287,7 +304,13 @@ final class PageEngine {
                     let page = UnsafeMutableRawBufferPointer(rebasing: plain[k * Int(pageSize)..<min((k + 1) * Int(pageSize), count)])
                     _ = try encodePage(UnsafeRawBufferPointer(page), into: page, index: first + Int64(k), header: h)
                 }
-                try file.fd.write(UnsafeRawBufferPointer(rebasing: plain[0..<count]), at: first * pageSize)
+                do {
+                    try file.fd.write(UnsafeRawBufferPointer(rebasing: plain[0..<count]), at: first * pageSize)
+                } catch {
+                    // A full lower disk mid-write: the file keeps its old length, as the failed call reports.
+                    if first * pageSize + Int64(count) > lowerSize { try? file.fd.truncate(to: lowerSize) }
+                    throw error
+                }
                 return
             }
             let room = writingHeader ? h.count : 0
@@ -310,33 +333,61 @@ final class PageEngine {
                     }
                 }
                 if let failure = failures.lazy.compactMap({ $0 }).first { throw failure }
-                var runStart = 0, runBytes = 0
-                var lastEncoded = 0
-                for k in 0..<pages {
-                    let index = first + Int64(k)
-                    let e = encoded[k]
-                    lastEncoded = e
-                    runBytes += e
-                    // A run of slots goes out in one pwrite while each slot fills its place.
-                    let runEnds = k == pages - 1 || e < Int(slotSize)
-                    if runEnds {
-                        let withHeader = runStart == 0 ? room : 0
-                        try file.fd.write(UnsafeRawBufferPointer(rebasing: buffer[room + runStart * Int(slotSize) - withHeader..<room + runStart * Int(slotSize) + runBytes]),
-                                          at: slotStart(first + Int64(runStart)) - Int64(withHeader))
-                        if e < Int(slotSize) && index != lastOfFile {
-                            // The slot shrank: its tail becomes a hole, so the saving shows on disk.
-                            try? file.fd.allocate(mode: FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
-                                                  offset: slotStart(index) + Int64(e), length: slotSize - Int64(e))
-                        }
-                        runStart = k + 1
-                        runBytes = 0
-                    }
+                let writeFrom = slotStart(first) - Int64(room)
+                let writeTo = slotStart(first + Int64(pages - 1)) + Int64(encoded[pages - 1])
+                try reserve(file, from: writeFrom, to: writeTo)
+                do {
+                    try writeSlots(file, buffer, room: room, first: first, encoded: encoded, lastOfFile: lastOfFile)
+                } catch {
+                    // Without a reservation the lower disk may fill mid-write: what went past the old end goes.
+                    if writeTo > lowerSize { try? file.fd.truncate(to: lowerSize) }
+                    throw error
                 }
+                let lastEncoded = encoded[pages - 1]
                 let lastIndex = first + Int64(pages - 1)
                 if lastIndex == lastOfFile {
                     let end = lowerEnd(lastPage: lastIndex, encoded: lastEncoded)
                     if lowerSize > end { try file.fd.truncate(to: end) }
                 }
+            }
+        }
+    }
+
+    /// Writes encoded slots (`encoded[k]` bytes of slot k, after `room` header bytes in `buffer`):
+    /// a run of full slots goes out in one pwrite; a shrunk middle slot's tail is punched.
+    private func writeSlots(_ file: LowerFile, _ buffer: UnsafeMutableRawBufferPointer, room: Int, first: Int64,
+                            encoded: [Int], lastOfFile: Int64) throws {
+        var runStart = 0, runBytes = 0
+        for (k, e) in encoded.enumerated() {
+            let index = first + Int64(k)
+            runBytes += e
+            guard k == encoded.count - 1 || e < Int(slotSize) else { continue }
+            let withHeader = runStart == 0 ? room : 0
+            let from = room + runStart * Int(slotSize) - withHeader
+            try file.fd.write(UnsafeRawBufferPointer(rebasing: buffer[from..<room + runStart * Int(slotSize) + runBytes]),
+                              at: slotStart(first + Int64(runStart)) - Int64(withHeader))
+            if e < Int(slotSize) && index != lastOfFile {
+                // The slot shrank: its tail becomes a hole, so the saving shows on disk.
+                try? file.fd.allocate(mode: FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                                      offset: slotStart(index) + Int64(e), length: slotSize - Int64(e))
+            }
+            runStart = k + 1
+            runBytes = 0
+        }
+    }
+
+    /// Allocates the lower blocks of `from ..< to` before any slot there is written, so a full
+    /// lower disk fails the write with ENOSPC before a byte of it lands, never in the middle of a
+    /// slot (a torn slot would be a damaged page). Where the lower file cannot allocate ahead, the
+    /// caller cuts a failed write past the old end back.
+    private func reserve(_ file: LowerFile, from: Int64, to: Int64) throws {
+        guard to > from else { return }
+        if !reservationUnsupported.value {
+            do {
+                try file.fd.allocate(mode: FALLOC_FL_KEEP_SIZE, offset: from, length: to - from)
+                return
+            } catch let e as Errno where e == .EOPNOTSUPP || e == .ENOSYS || e == .EINVAL {
+                reservationUnsupported.value = true  // the lower file system never will: stop asking
             }
         }
     }

@@ -1,0 +1,309 @@
+// The bad days: the daemon killed mid-write, a full, failing or vanished lower, load, descriptors and memory.
+import Foundation
+import Glibc
+import Testing
+
+@Suite("Reliability", .serialized, .enabled(if: Fuse.required, "needs /dev/fuse"))
+struct ReliabilityTests {
+    /// Seconds each fio run lasts (scripts/stress sets minutes).
+    static let loadSeconds = Int(ProcessInfo.processInfo.environment["WRAPFS_LOAD_SECONDS"] ?? "") ?? 4
+
+    @Test("SIGKILL in the middle of heavy writes: fsynced data intact, every page decodes, the dead mount unmounts",
+          .timeLimit(.minutes(3)), arguments: reliabilityCodecs)
+    func killedMidWrite(codec: String) throws {
+        let s = try Scratch("crash")
+        defer { s.remove() }
+        let layer = try LayerSetup(s, codec: codec)
+        let first = try layer.mount()
+        defer { first.unmount() }
+        let committed = noise(3 << 20 + 777, seed: 1)
+        try writeDurably(layer.point + "/committed", committed)
+        var rewritten = noise(1 << 20, seed: 2)
+        try writeDurably(layer.point + "/rewritten", rewritten)
+        let patch = noise(100_000, seed: 3)
+        let fd = open(layer.point + "/rewritten", O_WRONLY)
+        #expect(pwrite(fd, patch, patch.count, 300_001) == patch.count && fsync(fd) == 0)
+        close(fd)
+        rewritten.replaceSubrange(300_001..<400_001, with: patch)
+
+        // Two writers: unaligned overwrites, appends and truncations, until the daemon dies under them.
+        let script = """
+            i=0; while :; do i=$((i+1))
+              dd if=/dev/urandom of="$0/heavy$((i % 3))" bs=40000 count=8 seek=$((i % 11)) conv=notrunc status=none || exit 0
+              head -c $((i * 997 % 70000)) /dev/urandom >> "$0/append$1" || exit 0
+              truncate -s $((i * 7919 % 500000)) "$0/cut$1" || exit 0
+            done
+            """
+        let writers = try (0..<2).map { try Child("/bin/sh", ["-c", script, layer.point, "\($0)"], outputPath: s.path + "/writer.log") }
+        usleep(1_500_000)
+        kill(first.daemon.pid, SIGKILL)
+        #expect(first.daemon.wait(timeout: 10))
+        for w in writers { w.kill(); w.wait(timeout: 10) }
+
+        // The dead daemon's mount point: `wrapfs-mount unmount` clears it.
+        var st = stat()
+        #expect(stat(layer.point, &st) == -1 && errno == ENOTCONN)
+        let unmounted = try run(Build.mountTool, ["unmount", layer.point], timeout: 30)
+        #expect(unmounted.status == 0, "\(unmounted.output)")
+        #expect(!MountTable.isMounted(layer.point))
+        first.unmount()
+
+        let second = try layer.mount()
+        defer { second.unmount() }
+        #expect(try readWhole(layer.point + "/committed") == committed)
+        #expect(try readWhole(layer.point + "/rewritten") == rewritten)
+        // Whatever the writers left, every page decodes (or is a hole).
+        let names = try FileManager.default.contentsOfDirectory(atPath: layer.point)
+        #expect(names.count > 3, "the writers wrote nothing: \(names)")
+        for name in names {
+            do { _ = try readWhole(layer.point + "/" + name) } catch { Issue.record("\(name): \(error)\n\(second.log.suffix(2000))") }
+        }
+        second.unmount()
+        if layer.pagesCarryCheck {
+            let fsck = try layer.fsck()
+            #expect(fsck.status == 0, "\(fsck.output)")
+        }
+    }
+
+    @Test("a dead daemon's mount unmounts while a program still holds a file there")
+    func deadDaemonBusy() throws {
+        let s = try Scratch("dead")
+        defer { s.remove() }
+        let layer = try LayerSetup(s, codec: "rot")
+        let m = try layer.mount()
+        defer { m.unmount() }
+        try writeFile(layer.point + "/held", pattern(10_000))
+        let fd = open(layer.point + "/held", O_RDONLY)
+        #expect(fd >= 0)
+        defer { close(fd) }
+        kill(m.daemon.pid, SIGKILL)
+        #expect(m.daemon.wait(timeout: 10))
+        var byte: UInt8 = 0
+        #expect(pread(fd, &byte, 1, 0) == -1 && errno == ENOTCONN)
+        let r = try run(Build.mountTool, ["unmount", layer.point], timeout: 30)
+        #expect(r.status == 0, "\(r.output)")
+        #expect(r.output.contains("daemon was gone"), "\(r.output)")
+        #expect(!MountTable.isMounted(layer.point))
+    }
+
+    @Test("a torn slot (half new bytes, half old) reads as EIO and fsck names it", arguments: ["gzip", "aes-gcm"])
+    func tornSlot(codec: String) throws {
+        let s = try Scratch("torn")
+        defer { s.remove() }
+        let layer = try LayerSetup(s, codec: codec)
+        let (header, slot, page) = codec == "gzip" ? (0, 65536 + 16, 65536) : (20, 4096 + 32, 4096)
+        let old = noise(4 * page, seed: 5)  // noise: gzip stores it raw, so each slot is full
+        do {
+            let m = try layer.mount()
+            defer { m.unmount() }
+            try writeFile(layer.point + "/f", old)
+        }
+        guard let lowerFile = lowerFiles(layer.lower).first else { Issue.record("no lower file"); return }
+        let oldBytes = try readFile(lowerFile)
+        do {
+            let m = try layer.mount()
+            defer { m.unmount() }
+            let fd = open(layer.point + "/f", O_WRONLY)
+            let new = noise(page, seed: 6)
+            #expect(pwrite(fd, new, page, off_t(page)) == page)
+            close(fd)
+        }
+        // A power cut halfway through the slot's rewrite: its first half new, its second half old.
+        var torn = try readFile(lowerFile)
+        let start = header + slot, half = slot / 2
+        torn.replaceSubrange(start + half..<start + slot, with: oldBytes[start + half..<start + slot])
+        try writeFile(lowerFile, torn)
+        let fsck = try layer.fsck()
+        #expect(fsck.status == 72, "\(fsck.output)")
+        #expect(fsck.output.contains("f: page 1 "), "\(fsck.output)")
+        #expect(fsck.output.split(separator: "\n").filter { $0.contains(": page ") }.count == 1, "\(fsck.output)")
+        let m = try layer.mount()
+        defer { m.unmount() }
+        let fd = open(layer.point + "/f", O_RDONLY)
+        defer { close(fd) }
+        var buf = [UInt8](repeating: 0, count: page)
+        #expect(pread(fd, &buf, page, off_t(page)) == -1 && errno == EIO)
+        for p in [0, 2, 3] {
+            #expect(pread(fd, &buf, page, off_t(p * page)) == page && buf[...] == old[p * page..<(p + 1) * page])
+        }
+    }
+
+    @Test("a full lower disk: ENOSPC, data written before intact, no page half rewritten", .timeLimit(.minutes(3)),
+          arguments: reliabilityCodecs)
+    func fullLowerDisk(codec: String) throws {
+        try withSizedTmpfs(megabytes: 12) { dir, s in
+            let layer = try LayerSetup(s, codec: codec, lower: dir + "/lower")
+            let m = try layer.mount()
+            defer { m.unmount() }
+            let keep = noise(1 << 20, seed: 7)
+            try writeDurably(layer.point + "/keep", keep)
+            // Text: gzip stores it small, so noise written over it later needs more room than it had.
+            var text = Array(String(repeating: "the quick brown fox jumps over the lazy dog\n", count: 24_000).utf8)
+            try writeDurably(layer.point + "/text", text)
+
+            var fill: [UInt8] = []
+            let fd = open(layer.point + "/fill", O_WRONLY | O_CREAT, 0o644)
+            var seed: UInt64 = 100
+            while true {
+                seed += 1
+                let chunk = noise(100_003, seed: seed)
+                let n = write(fd, chunk, chunk.count)
+                if n < 0 {
+                    #expect(errno == ENOSPC, "write failed: \(SysError.current)")
+                    break
+                }
+                fill += chunk[0..<n]
+                if fill.count > 64 << 20 { Issue.record("a 12 MiB disk never filled"); return }
+            }
+            // More writes on the full disk: each lands whole or fails with ENOSPC.
+            let tfd = open(layer.point + "/text", O_WRONLY)
+            var failures = 0
+            for i in 0..<24 {
+                seed += 1
+                let chunk = noise(3000 + i * 2900, seed: seed)
+                let at = (i * 97_531) % (text.count - chunk.count)
+                let n = pwrite(tfd, chunk, chunk.count, off_t(at))
+                if n < 0 {
+                    #expect(errno == ENOSPC, "pwrite failed: \(SysError.current)")
+                    failures += 1
+                } else {
+                    text.replaceSubrange(at..<at + n, with: chunk[0..<n])
+                }
+                let a = write(fd, chunk, min(5000, chunk.count))
+                if a > 0 { fill += chunk[0..<a] } else { #expect(errno == ENOSPC) }
+            }
+            close(fd)
+            close(tfd)
+            if codec.contains("gzip") { #expect(failures > 0, "noise over compressed text always found room") }
+            try dropCaches()
+            #expect(try readWhole(layer.point + "/keep") == keep)
+            #expect(try readWhole(layer.point + "/fill") == fill)
+            #expect(try readWhole(layer.point + "/text") == text)
+            // Room again once something goes.
+            #expect(unlink(layer.point + "/fill") == 0)
+            try writeDurably(layer.point + "/after", noise(1 << 20, seed: 9))
+            m.unmount()
+            if layer.pagesCarryCheck {
+                let fsck = try layer.fsck()
+                #expect(fsck.status == 0, "\(fsck.output)")
+            }
+        }
+    }
+
+    @Test("a lower that answers EIO: the error comes up through the layer, the rest still reads", arguments: ["identity", "rot", "gzip"])
+    func lowerEIO(codec: String) throws {
+        // The lower is itself a layer (aes-gcm) whose lower file gets a damaged page: it answers EIO there.
+        try withLayers(["aes-gcm", codec]) { top, lower, _ in
+            let data = noise(300_000, seed: 11)
+            try writeFile(top + "/f", data)
+            guard let damaged = lowerFiles(lower).first else { Issue.record("no lower file"); return }
+            var bytes = try readFile(damaged)
+            bytes[20 + 17 * (4096 + 32) + 100] ^= 1  // the aes-gcm page holding bytes 69632..<73728 of the middle layer's file
+            try writeFile(damaged, bytes)
+            try dropCaches()
+            let fd = open(top + "/f", O_RDONLY)
+            defer { close(fd) }
+            var buf = [UInt8](repeating: 0, count: 4096)
+            #expect(pread(fd, &buf, 4096, 69632) == -1 && errno == EIO)
+            #expect(pread(fd, &buf, 4096, 0) == 4096 && buf[...] == data[0..<4096])
+            #expect(pread(fd, &buf, 4096, 200_704) == 4096 && buf[...] == data[200_704..<204_800])
+        }
+    }
+
+    @Test("LOWER removed while mounted: errors as in a removed directory, no crash, unmounts cleanly", arguments: ["identity", "aes-gcm"])
+    func lowerRemoved(codec: String) throws {
+        let s = try Scratch("gone")
+        defer { s.remove() }
+        let layer = try LayerSetup(s, codec: codec)
+        let m = try layer.mount()
+        defer { m.unmount() }
+        let data = noise(50_000, seed: 12)
+        try writeFile(layer.point + "/open", data)
+        try FileManager.default.createDirectory(atPath: layer.point + "/d", withIntermediateDirectories: false)
+        let fd = open(layer.point + "/open", O_RDONLY)
+        _ = try sh("rm -rf '\(layer.lower)'")
+        // What a plain directory does when it is removed under a process: creates fail with
+        // ENOENT, listing shows nothing, open files still read.
+        #expect(open(layer.point + "/new", O_WRONLY | O_CREAT, 0o644) == -1 && errno == ENOENT)
+        #expect(mkdir(layer.point + "/nd", 0o755) == -1 && errno == ENOENT)
+        usleep(1_100_000)  // past the entry timeout: names are asked for again
+        var st = stat()
+        #expect(stat(layer.point + "/d", &st) == -1 && errno == ENOENT)
+        let listed = try FileManager.default.contentsOfDirectory(atPath: layer.point)
+        #expect(listed.isEmpty, "\(listed)")
+        var buf = [UInt8](repeating: 0, count: data.count)
+        #expect(pread(fd, &buf, data.count, 0) == data.count && buf == data)
+        close(fd)  // (a file held open would keep the mount busy)
+        #expect(m.daemon.isRunning)
+        m.unmount()
+        #expect(!MountTable.isMounted(layer.point))
+        #expect(m.daemon.exitStatus == 0, "\(m.log.suffix(2000))")
+    }
+
+    @Test("fio with crc32c verification, four jobs on one file and on separate files", .timeLimit(.minutes(10)),
+          arguments: reliabilityCodecs)
+    func fioVerify(codec: String) throws {
+        let s = try Scratch("fio")
+        defer { s.remove() }
+        let layer = try LayerSetup(s, codec: codec)
+        let m = try layer.mount()
+        defer { m.unmount() }
+        let common = ["--ioengine=psync", "--rw=randwrite", "--bsrange=512-64k", "--verify=crc32c", "--verify_fatal=1",
+                      "--do_verify=1", "--numjobs=4", "--group_reporting", "--time_based=0",
+                      "--runtime=\(Self.loadSeconds)", "--loops=1000"]
+        // Separate files, then one file cut into a region per job (overlapping writers would verify each other's data).
+        let runs = [["--name=separate", "--directory=\(layer.point)", "--size=8m"],
+                    ["--name=shared", "--filename=\(layer.point)/shared", "--size=4m", "--offset_increment=4m"]]
+        for extra in runs {
+            let r = try run("/usr/bin/fio", common + extra + ["--verify_state_save=0"], cwd: s.path,
+                            timeout: Double(Self.loadSeconds) * 4 + 120)
+            #expect(r.status == 0 && !r.output.contains("verify:") && !r.output.contains("bad magic"),
+                    "fio \(extra[0]): \(r.output.suffix(3000))\n\(m.log.suffix(2000))")
+        }
+        #expect(m.daemon.isRunning)
+    }
+
+    @Test("10,000 open/close cycles leave the daemon's descriptors as they were; memory stays flat through untar/rm loops",
+          .timeLimit(.minutes(5)), arguments: ["identity", "gzip", "aes-gcm"])
+    func descriptorsAndMemory(codec: String) throws {
+        let s = try Scratch("leak")
+        defer { s.remove() }
+        _ = try sh("""
+            mkdir -p '\(s.path)/tree'; cd '\(s.path)/tree'
+            for d in $(seq 1 20); do mkdir d$d; for f in $(seq 1 100); do head -c $((f * 97)) /dev/urandom > d$d/f$f; done; done
+            tar -C '\(s.path)' -cf '\(s.path)/tree.tar' tree
+            """)
+        let layer = try LayerSetup(s, codec: codec)
+        let m = try layer.mount()
+        defer { m.unmount() }
+        let pid = m.daemon.pid
+        for i in 0..<10 { try writeFile(layer.point + "/f\(i)", pattern(5000, seed: UInt8(i))) }
+        // Descriptors come and go with requests (a getattr may open the lower file for a moment): the count at rest.
+        func atRest() -> Int {
+            var counts: [Int] = []
+            for _ in 0..<5 { counts.append(descriptorCount(pid)); usleep(20_000) }
+            return counts.min()!
+        }
+        let before = atRest()
+        for i in 0..<10_000 {
+            let fd = open(layer.point + "/f\(i % 10)", i % 2 == 0 ? O_RDONLY : O_RDWR)
+            #expect(fd >= 0)
+            if i % 2 == 1 { _ = pwrite(fd, [UInt8(i & 0xff)], 1, off_t(i % 4000)) }
+            close(fd)
+        }
+        // Releases arrive asynchronously: give them a moment.
+        var after = atRest()
+        for _ in 0..<50 where after > before { usleep(50_000); after = atRest() }
+        #expect(after <= before, "descriptors: \(before) before, \(after) after")
+
+        var resident: [Int] = []
+        for _ in 0..<8 {
+            _ = try sh("tar -C '\(layer.point)' -xf '\(s.path)/tree.tar' && rm -rf '\(layer.point)/tree'")
+            resident.append(residentKiB(pid))
+        }
+        // After warming up (buffers, thread stacks, allocator arenas), no growth beyond noise.
+        let settled = resident[2]
+        #expect(resident.max()! <= settled + settled / 4 + 4096, "resident KiB per loop: \(resident)")
+        #expect(atRest() <= before, "descriptors after the loops: \(atRest()) (before: \(before))")
+    }
+}

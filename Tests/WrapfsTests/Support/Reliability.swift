@@ -1,0 +1,121 @@
+// Fixtures for the reliability tests: a layer that can be killed and remounted, sized tmpfs lowers, raw I/O helpers.
+import Foundation
+import Glibc
+import Testing
+
+/// Every codec (and a chain) the reliability tests run on.
+let reliabilityCodecs = ["identity", "rot", "gzip", "aes-gcm", "aes-ctr", "gzip,aes-gcm"]
+
+/// A lower directory and mount point for one codec, mounted as often as a test needs (an
+/// encrypting codec gets a volume first).
+struct LayerSetup {
+    let codec: String
+    let lower: String
+    let point: String
+    let extra: [String]
+
+    init(_ scratch: Scratch, codec: String, lower: String? = nil, extra: [String] = []) throws {
+        self.codec = codec
+        self.lower = try lower ?? scratch.dir("lower")
+        try FileManager.default.createDirectory(atPath: self.lower, withIntermediateDirectories: true)
+        point = try scratch.dir("mnt")
+        var extra = extra
+        if codec.contains("aes-") {
+            let volume = try TestVolume(scratch)
+            try volume.create(self.lower, codec: codec)
+            extra += ["--passfile", volume.passfile]
+        }
+        self.extra = extra
+    }
+
+    func mount() throws -> Mounted { try Mounted(lower: lower, point: point, codec: codec, extra: extra) }
+
+    /// `wrapfs-mount fsck` on the lower directory (gzip and aes-gcm pages carry a check).
+    func fsck() throws -> CommandResult {
+        try run(Build.mountTool, ["fsck", lower] + extra.filter { $0 != "-o" && !$0.contains("allow_other") })
+    }
+    var pagesCarryCheck: Bool { codec.contains("gzip") || codec.contains("aes-gcm") }
+}
+
+/// Bytes from a seeded generator (the same seed, the same bytes).
+func noise(_ n: Int, seed: UInt64) -> [UInt8] {
+    var state = seed &+ 0x9E37_79B9_7F4A_7C15
+    var out = [UInt8](repeating: 0, count: n)
+    var i = 0
+    while i < n {
+        state = state &* 6364136223846793005 &+ 1442695040888963407
+        var word = state ^ (state >> 29)
+        for _ in 0..<8 where i < n {
+            out[i] = UInt8(truncatingIfNeeded: word)
+            word >>= 8
+            i += 1
+        }
+    }
+    return out
+}
+
+struct SysError: Error, Equatable, CustomStringConvertible {
+    let code: Int32
+    static var current: SysError { SysError(code: errno) }
+    var description: String { "\(String(cString: strerror(code))) (\(code))" }
+}
+
+/// Writes `bytes` to a new file, fsyncs it and its directory.
+func writeDurably(_ path: String, _ bytes: [UInt8]) throws {
+    let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+    guard fd >= 0 else { throw SysError.current }
+    defer { close(fd) }
+    guard write(fd, bytes, bytes.count) == bytes.count, fsync(fd) == 0 else { throw SysError.current }
+    let dir = open((path as NSString).deletingLastPathComponent, O_RDONLY | O_DIRECTORY)
+    if dir >= 0 { fsync(dir); close(dir) }
+}
+
+/// Reads a whole file with read(2); an error (EIO for a page that does not decode) is thrown.
+func readWhole(_ path: String) throws -> [UInt8] {
+    let fd = open(path, O_RDONLY)
+    guard fd >= 0 else { throw SysError.current }
+    defer { close(fd) }
+    var out: [UInt8] = []
+    var chunk = [UInt8](repeating: 0, count: 1 << 16)
+    while true {
+        let n = read(fd, &chunk, chunk.count)
+        if n < 0 { throw SysError.current }
+        if n == 0 { return out }
+        out += chunk[0..<n]
+    }
+}
+
+/// Mounts a tmpfs of `megabytes` in a scratch directory for `body`, and always unmounts it.
+func withSizedTmpfs<R>(megabytes: Int, _ body: (_ dir: String, _ scratch: Scratch) throws -> R) throws -> R {
+    let s = try Scratch("small")
+    defer { s.remove() }
+    let dir = try s.dir("fs")
+    try sh("mount -t tmpfs -o size=\(megabytes)m tmpfs '\(dir)'")
+    defer { _ = try? run("/bin/umount", ["-l", dir]) }
+    return try body(dir, s)
+}
+
+/// Drops the kernel's page cache so reads reach the daemon.
+func dropCaches() throws { _ = try sh("sync; echo 3 > /proc/sys/vm/drop_caches") }
+
+/// The regular files below `dir` (recursively), largest first, without the volume file.
+func lowerFiles(_ dir: String) -> [String] {
+    let e = FileManager.default.enumerator(atPath: dir)
+    var found: [(String, Int64)] = []
+    while let rel = e?.nextObject() as? String {
+        let p = dir + "/" + rel
+        guard !rel.hasSuffix(".wrapfs.json"), let st = try? statOf(p), st.st_mode & S_IFMT == S_IFREG else { continue }
+        found.append((p, Int64(st.st_size)))
+    }
+    return found.sorted { $0.1 > $1.1 }.map(\.0)
+}
+
+/// The daemon's open descriptors and resident memory (KiB), from /proc.
+func descriptorCount(_ pid: pid_t) -> Int {
+    (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd").count) ?? -1
+}
+func residentKiB(_ pid: pid_t) -> Int {
+    let text = (try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)) ?? ""
+    let line = text.split(separator: "\n").first { $0.hasPrefix("VmRSS:") } ?? ""
+    return Int(line.split(separator: " ").dropFirst().first ?? "") ?? -1
+}
