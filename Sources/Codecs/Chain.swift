@@ -32,6 +32,7 @@ public final class ChainCodec: Codec {
     }
 
     public func checkHeader(_ header: UnsafeRawBufferPointer) throws {
+        guard header.count == headerSize else { throw CodecError("chain header of \(header.count) bytes, expected \(headerSize)") }
         try outer.checkHeader(UnsafeRawBufferPointer(rebasing: header[0..<outer.headerSize]))
         try inner.checkHeader(UnsafeRawBufferPointer(rebasing: header[outer.headerSize...]))
     }

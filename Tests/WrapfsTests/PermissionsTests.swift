@@ -1,0 +1,74 @@
+// Permissions: another user (uid 65534) through `-o allow_other,default_permissions` gets exactly what a plain directory gives.
+import Foundation
+import Glibc
+import Testing
+
+@Suite("Permissions", .serialized, .enabled(if: Fuse.required, "needs /dev/fuse"))
+struct PermissionsTests {
+    /// The same tree, made by root, on both sides.
+    static let tree = """
+        set -e
+        mkdir d755 d700 d777 sticky; chmod 755 d755; chmod 700 d700; chmod 777 d777; chmod 1777 sticky
+        echo data > d755/f644; chmod 644 d755/f644
+        echo data > d755/f600; chmod 600 d755/f600
+        echo data > d755/f666; chmod 666 d755/f666
+        echo data > d700/f644; chmod 644 d700/f644
+        echo data > sticky/rootfile; chmod 666 sticky/rootfile
+        echo data > d777/rootfile; chmod 644 d777/rootfile
+        echo mine > d777/nobodyfile; chown 65534:65534 d777/nobodyfile; chmod 600 d777/nobodyfile
+        mkdir d777/nobodydir; chown 65534:65534 d777/nobodydir
+        """
+
+    /// What uid 65534 tries, in order (later steps see what earlier ones changed, on both sides alike).
+    static let actions = [
+        "cat d755/f644", "cat d755/f600", "echo x >> d755/f644", "echo x >> d755/f666", "echo x > d755/f600",
+        "touch d755/new", "ls d700", "cat d700/f644", "ls d755", "touch d777/new", "echo y >> d777/new", "cat d777/new",
+        "rm d777/rootfile", "rm sticky/rootfile", "echo z >> sticky/rootfile", "chmod 777 d755/f644",
+        "chmod 644 d777/nobodyfile", "cat d777/nobodyfile", "truncate -s 0 d755/f644", "truncate -s 0 d755/f666",
+        "mkdir d755/x", "mkdir d777/nobodydir/x", "mv d755/f644 d777/", "mv d777/nobodyfile d777/renamed",
+        "ln d755/f644 d777/hl", "ln d777/renamed d777/hl2", "ln -s target d755/sl", "ln -s target d777/sl",
+        "touch -d 2001-01-01 d755/f644", "touch d755/f666", "touch -d 2001-01-01 d777/renamed",
+        "rmdir d777/nobodydir/x", "rmdir d755", "chown 65534 d755/f644", "chgrp 0 d777/renamed",
+        "setfattr -n user.k -v v d755/f644", "setfattr -n user.k -v v d777/renamed", "getfattr -n user.k d777/renamed",
+        "test -w d755/f644", "test -r d755/f600", "test -x d700", "test -w d777/renamed",
+    ]
+
+    static func asNobody(_ script: String, in dir: String) throws -> CommandResult {
+        try run("/usr/bin/setpriv", ["--reuid=65534", "--regid=65534", "--clear-groups", "/bin/sh", "-c", script], cwd: dir)
+    }
+
+    @Test("uid 65534 can read and change exactly what the modes allow, as on the lower directory",
+          .timeLimit(.minutes(3)), arguments: ["identity", "aes-gcm"])
+    func otherUser(codec: String) throws {
+        let s = try Scratch("perm")
+        defer { s.remove() }
+        chmod(s.path, 0o755)  // others must reach both sides
+        let layer = try LayerSetup(s, codec: codec, extra: ["-o", "allow_other,default_permissions"])
+        let plain = try s.dir("plain")
+        for dir in [layer.lower, layer.point, plain] { chmod(dir, 0o755) }
+        let m = try layer.mount()
+        defer { m.unmount() }
+        chmod(layer.point, 0o755)
+        _ = try sh("cd '\(plain)' && \(Self.tree)")
+        _ = try sh("cd '\(layer.point)' && \(Self.tree)")
+        var refused = 0
+        for action in Self.actions {
+            let expected = try Self.asNobody(action, in: plain)
+            let got = try Self.asNobody(action, in: layer.point)
+            #expect(got.status == expected.status, "\(action): plain directory \(expected.status) \(expected.output), layer \(got.status) \(got.output)")
+            if expected.status != 0 { refused += 1 }
+        }
+        #expect(refused >= 10, "the modes refused only \(refused) actions: the test lost its teeth")
+        // Contents and modes end up alike.
+        let listing = "find . -printf '%p %m %u %g %s\\n' | sort"
+        let (a, b) = (try sh("cd '\(plain)' && \(listing)"), try sh("cd '\(layer.point)' && \(listing)"))
+        #expect(a == b)
+        if codec.hasPrefix("aes-") {
+            // The volume file (the wrapped master key) is the owner's alone.
+            let st = try statOf(layer.lower + "/.wrapfs.json")
+            #expect(st.st_mode & 0o777 == 0o600)
+            #expect(try Self.asNobody("cat .wrapfs.json", in: layer.lower).status != 0)
+            #expect(try Self.asNobody("cat /proc/\(m.daemon.pid)/environ /proc/\(m.daemon.pid)/mem", in: "/").status != 0)
+        }
+    }
+}
