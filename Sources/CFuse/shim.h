@@ -20,6 +20,7 @@
 #include <dirent.h>
 #include <syslog.h>
 #include <sys/resource.h>
+#include <sys/prctl.h>
 #include <sys/vfs.h>
 #include <linux/stat.h>
 #include <string.h>
@@ -157,6 +158,10 @@ static inline long wrapfs_raise_nofile(void) {
 }
 
 static inline int wrapfs_errno(void) { return errno; }
+
+// No core dumps and no ptrace or /proc/PID/mem by other processes of the same user: the daemon
+// holds a master key. (prctl(2) is variadic in C.)
+static inline int wrapfs_forbid_dumps(void) { return prctl(PR_SET_DUMPABLE, 0, 0, 0, 0); }
 
 // fcntl(2) is variadic in C.
 static inline int wrapfs_fcntl_lock(int fd, int cmd, struct flock *lock) { return fcntl(fd, cmd, lock); }

@@ -175,6 +175,7 @@ struct MountCommand: ParsableCommand {
         for (key, value) in asked where volume.options[key] != value {
             throw Failure("\(lower) was created with \(key)=\(volume.options[key] ?? "(default)"); it cannot be mounted with \(key)=\(value)", Exit.badOption)
         }
+        _ = wrapfs_forbid_dumps()  // before the key is in memory
         let master: SecretBytes
         do {
             master = try passphrase.unlock(wrapped, of: lower, prompt: "Passphrase for \(lower): ")

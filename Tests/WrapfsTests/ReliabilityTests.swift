@@ -6,7 +6,7 @@ import Testing
 @Suite("Reliability", .serialized, .enabled(if: Fuse.required, "needs /dev/fuse"))
 struct ReliabilityTests {
     /// Seconds each fio run lasts (scripts/stress sets minutes).
-    static let loadSeconds = Int(ProcessInfo.processInfo.environment["WRAPFS_LOAD_SECONDS"] ?? "") ?? 4
+    static let loadSeconds = Int(ProcessInfo.processInfo.environment["WRAPFS_LOAD_SECONDS"] ?? "") ?? 2
 
     @Test("SIGKILL in the middle of heavy writes: fsynced data intact, every page decodes, the dead mount unmounts",
           .timeLimit(.minutes(3)), arguments: reliabilityCodecs)
@@ -270,7 +270,7 @@ struct ReliabilityTests {
         defer { s.remove() }
         _ = try sh("""
             mkdir -p '\(s.path)/tree'; cd '\(s.path)/tree'
-            for d in $(seq 1 20); do mkdir d$d; for f in $(seq 1 100); do head -c $((f * 97)) /dev/urandom > d$d/f$f; done; done
+            for d in $(seq 1 12); do mkdir d$d; for f in $(seq 1 100); do head -c $((f * 97)) /dev/urandom > d$d/f$f; done; done
             tar -C '\(s.path)' -cf '\(s.path)/tree.tar' tree
             """)
         let layer = try LayerSetup(s, codec: codec)
@@ -297,7 +297,7 @@ struct ReliabilityTests {
         #expect(after <= before, "descriptors: \(before) before, \(after) after")
 
         var resident: [Int] = []
-        for _ in 0..<8 {
+        for _ in 0..<(Self.loadSeconds > 2 ? 40 : 6) {
             _ = try sh("tar -C '\(layer.point)' -xf '\(s.path)/tree.tar' && rm -rf '\(layer.point)/tree'")
             resident.append(residentKiB(pid))
         }

@@ -333,9 +333,12 @@ final class PageEngine {
                     }
                 }
                 if let failure = failures.lazy.compactMap({ $0 }).first { throw failure }
-                let writeFrom = slotStart(first) - Int64(room)
                 let writeTo = slotStart(first + Int64(pages - 1)) + Int64(encoded[pages - 1])
-                try reserve(file, from: writeFrom, to: writeTo)
+                // Exactly the bytes that will be written are reserved (a shrunk slot's tail is not:
+                // past the end of file it could not be punched again).
+                try forEachRun(room: room, first: first, encoded: encoded) { _, lower in
+                    try reserve(file, from: lower.lowerBound, to: lower.upperBound)
+                }
                 do {
                     try writeSlots(file, buffer, room: room, first: first, encoded: encoded, lastOfFile: lastOfFile)
                 } catch {
@@ -353,26 +356,37 @@ final class PageEngine {
         }
     }
 
-    /// Writes encoded slots (`encoded[k]` bytes of slot k, after `room` header bytes in `buffer`):
-    /// a run of full slots goes out in one pwrite; a shrunk middle slot's tail is punched.
-    private func writeSlots(_ file: LowerFile, _ buffer: UnsafeMutableRawBufferPointer, room: Int, first: Int64,
-                            encoded: [Int], lastOfFile: Int64) throws {
+    /// Calls `body` for each run of encoded slots (`encoded[k]` bytes of slot k, after `room` header
+    /// bytes in the buffer) with its range in the buffer and in the lower file: full slots run
+    /// together; a run ends at a shrunk slot (whose tail is left out) or at the last slot.
+    private func forEachRun(room: Int, first: Int64, encoded: [Int],
+                            _ body: (_ buffer: Range<Int>, _ lower: Range<Int64>) throws -> Void) throws {
         var runStart = 0, runBytes = 0
         for (k, e) in encoded.enumerated() {
-            let index = first + Int64(k)
             runBytes += e
             guard k == encoded.count - 1 || e < Int(slotSize) else { continue }
             let withHeader = runStart == 0 ? room : 0
             let from = room + runStart * Int(slotSize) - withHeader
-            try file.fd.write(UnsafeRawBufferPointer(rebasing: buffer[from..<room + runStart * Int(slotSize) + runBytes]),
-                              at: slotStart(first + Int64(runStart)) - Int64(withHeader))
+            let at = slotStart(first + Int64(runStart)) - Int64(withHeader)
+            let count = withHeader + runBytes
+            try body(from..<from + count, at..<at + Int64(count))
+            runStart = k + 1
+            runBytes = 0
+        }
+    }
+
+    /// Writes the runs of encoded slots; a shrunk middle slot's tail is punched.
+    private func writeSlots(_ file: LowerFile, _ buffer: UnsafeMutableRawBufferPointer, room: Int, first: Int64,
+                            encoded: [Int], lastOfFile: Int64) throws {
+        try forEachRun(room: room, first: first, encoded: encoded) { bytes, lower in
+            try file.fd.write(UnsafeRawBufferPointer(rebasing: buffer[bytes]), at: lower.lowerBound)
+            let index = (lower.upperBound - 1 - headerSize) / slotSize  // the run's last slot
+            let e = Int(lower.upperBound - slotStart(index))
             if e < Int(slotSize) && index != lastOfFile {
                 // The slot shrank: its tail becomes a hole, so the saving shows on disk.
                 try? file.fd.allocate(mode: FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
                                       offset: slotStart(index) + Int64(e), length: slotSize - Int64(e))
             }
-            runStart = k + 1
-            runBytes = 0
         }
     }
 
