@@ -217,6 +217,7 @@ final class PageEngine {
         if grewOldLast {
             try rewritePage(file, header: header, index: (size - 1) / pageSize, size: size, lowerSize: lowerSize,
                             newLength: Int(pageSize), becomesLast: false)
+            lowerSize = try sizes(file).lower  // a failed write below is cut back to here, not into that page
         }
         do {
             try storeWrite(file, header: header, offset: offset, data: data, size: size, lowerSize: lowerSize,
@@ -335,15 +336,20 @@ final class PageEngine {
                 if let failure = failures.lazy.compactMap({ $0 }).first { throw failure }
                 let writeTo = slotStart(first + Int64(pages - 1)) + Int64(encoded[pages - 1])
                 // Exactly the bytes that will be written are reserved (a shrunk slot's tail is not:
-                // past the end of file it could not be punched again).
-                try forEachRun(room: room, first: first, encoded: encoded) { _, lower in
-                    try reserve(file, from: lower.lowerBound, to: lower.upperBound)
+                // past the end of file it could not be punched again). A write wholly past the end
+                // needs none: if the disk fills, cutting the file back to its old end undoes it
+                // (and ext4 keeps its delayed allocation for appends and new files).
+                let existing = room > 0 ? 0 : lowerSize  // with the header going out now, the file is empty
+                if slotStart(first) - Int64(room) < existing {
+                    try forEachRun(room: room, first: first, encoded: encoded) { _, lower in
+                        try reserve(file, from: lower.lowerBound, to: lower.upperBound)
+                    }
                 }
                 do {
                     try writeSlots(file, buffer, room: room, first: first, encoded: encoded, lastOfFile: lastOfFile)
                 } catch {
                     // Without a reservation the lower disk may fill mid-write: what went past the old end goes.
-                    if writeTo > lowerSize { try? file.fd.truncate(to: lowerSize) }
+                    if writeTo > existing { try? file.fd.truncate(to: existing) }
                     throw error
                 }
                 let lastEncoded = encoded[pages - 1]
