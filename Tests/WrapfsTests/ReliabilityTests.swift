@@ -6,7 +6,7 @@ import Testing
 @Suite("Reliability", .serialized, .enabled(if: Fuse.required, "needs /dev/fuse"))
 struct ReliabilityTests {
     /// Seconds each fio run lasts (scripts/stress sets minutes).
-    static let loadSeconds = Int(ProcessInfo.processInfo.environment["WRAPFS_LOAD_SECONDS"] ?? "") ?? 2
+    static let loadSeconds = max(1, Int(ProcessInfo.processInfo.environment["WRAPFS_LOAD_SECONDS"] ?? "") ?? 2)
 
     @Test("SIGKILL in the middle of heavy writes: fsynced data intact, every page decodes, the dead mount unmounts",
           .timeLimit(.minutes(3)), arguments: reliabilityCodecs)
@@ -297,7 +297,7 @@ struct ReliabilityTests {
         #expect(after <= before, "descriptors: \(before) before, \(after) after")
 
         var resident: [Int] = []
-        for _ in 0..<(Self.loadSeconds > 2 ? 40 : 6) {
+        for _ in 0..<max(6, min(40, Self.loadSeconds / 3)) {
             _ = try sh("tar -C '\(layer.point)' -xf '\(s.path)/tree.tar' && rm -rf '\(layer.point)/tree'")
             resident.append(residentKiB(pid))
         }
