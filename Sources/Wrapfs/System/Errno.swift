@@ -31,8 +31,6 @@ public struct Errno: Error, Equatable, Hashable, CustomStringConvertible, Sendab
     public static let EEXIST = Errno(Glibc.EEXIST)
     public static let ELOOP = Errno(Glibc.ELOOP)
     public static let EXDEV = Errno(Glibc.EXDEV)
-    public static let ENOSPC = Errno(Glibc.ENOSPC)
-    public static let EDQUOT = Errno(Glibc.EDQUOT)
 }
 
 /// Runs a syscall that returns -1 on failure, retrying on EINTR, and throws its errno.

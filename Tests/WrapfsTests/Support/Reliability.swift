@@ -12,28 +12,30 @@ struct LayerSetup {
     let codec: String
     let lower: String
     let point: String
-    let extra: [String]
+    /// Mount options given by the test.
+    let options: [String]
+    /// `--passfile FILE` for an encrypted volume, else nothing.
+    let passphrase: [String]
 
     init(_ scratch: Scratch, codec: String, lower: String? = nil, extra: [String] = []) throws {
         self.codec = codec
         self.lower = try lower ?? scratch.dir("lower")
         try FileManager.default.createDirectory(atPath: self.lower, withIntermediateDirectories: true)
         point = try scratch.dir("mnt")
-        var extra = extra
+        options = extra
         if codec.contains("aes-") {
             let volume = try TestVolume(scratch)
             try volume.create(self.lower, codec: codec)
-            extra += ["--passfile", volume.passfile]
+            passphrase = ["--passfile", volume.passfile]
+        } else {
+            passphrase = []
         }
-        self.extra = extra
     }
 
-    func mount() throws -> Mounted { try Mounted(lower: lower, point: point, codec: codec, extra: extra) }
+    func mount() throws -> Mounted { try Mounted(lower: lower, point: point, codec: codec, extra: options + passphrase) }
 
     /// `wrapfs-mount fsck` on the lower directory (gzip and aes-gcm pages carry a check).
-    func fsck() throws -> CommandResult {
-        try run(Build.mountTool, ["fsck", lower] + extra.filter { $0 != "-o" && !$0.contains("allow_other") })
-    }
+    func fsck() throws -> CommandResult { try run(Build.mountTool, ["fsck", lower] + passphrase) }
     var pagesCarryCheck: Bool { codec.contains("gzip") || codec.contains("aes-gcm") }
 }
 
