@@ -1,6 +1,8 @@
 // The exit codes of wrapfs-mount, one per kind of failure a user can act on (documented in README).
 import ArgumentParser
+import Codecs
 import Foundation
+import Wrapfs
 
 enum Exit {
     static let ok = ExitCode(0)
@@ -39,6 +41,20 @@ extension Failure {
         } catch let f as Failure {
             FileHandle.standardError.write("wrapfs-mount: \(f.message)\n".data(using: .utf8)!)
             throw f.code
+        }
+    }
+}
+
+extension Failure {
+    /// Makes codec `spec` (one codec or a chain): an unknown name fails with exit 65, any other
+    /// refusal (a bad option) with exit 64; `context` goes in front of the message.
+    static func makingCodec(_ spec: String, _ options: CodecOptions, context: String = "") throws -> Codec {
+        do {
+            return try ChainCodec.make(spec, options: options)
+        } catch let e as UnknownCodec {
+            throw Failure(context + "\(e)", Exit.unknownCodec)
+        } catch {
+            throw Failure(context + "codec \(spec): \(error)", Exit.badOption)
         }
     }
 }

@@ -31,14 +31,8 @@ struct FsckCommand: ParsableCommand {
             throw Failure("\(lower) is not a volume (no \(VolumeFile.name))", Exit.badLower)
         }
         let master = try volume.key.map { try passphrase.unlock($0, of: lower, prompt: "Passphrase for \(lower): ") }
-        let codec: Codec
-        do {
-            codec = try ChainCodec.make(volume.codec, options: CodecOptions(volume.options, masterKey: master))
-        } catch let e as UnknownCodec {
-            throw Failure("volume file \(VolumeFile.path(in: lower)): \(e)", Exit.unknownCodec)
-        } catch {
-            throw Failure("volume file \(VolumeFile.path(in: lower)): codec \(volume.codec): \(error)", Exit.badOption)
-        }
+        let codec = try Failure.makingCodec(volume.codec, CodecOptions(volume.options, masterKey: master),
+                                            context: "volume file \(VolumeFile.path(in: lower)): ")
         var damaged = 0
         let walker = FileManager.default.enumerator(atPath: lower)
         while let relative = walker?.nextObject() as? String {

@@ -133,13 +133,7 @@ struct MountCommand: ParsableCommand {
         let chainName = names.joined(separator: ",")
         /// The codec, or the chain: each codec after the first encodes what the one before made.
         func make(_ values: [String: String], _ masterKey: SecretBytes? = nil) throws -> Codec {
-            do {
-                return try ChainCodec.make(chainName, options: CodecOptions(values, masterKey: masterKey))
-            } catch let e as UnknownCodec {
-                throw Failure("\(e)", Exit.unknownCodec)
-            } catch {
-                throw Failure("codec \(chainName): \(error)", Exit.badOption)
-            }
+            try Failure.makingCodec(chainName, CodecOptions(values, masterKey: masterKey))
         }
         if let lower, let volume, let wrapped = volume.key {
             return (try unlock(volume, wrapped, lower: lower, asked: values, make: make), true)

@@ -155,74 +155,70 @@ struct HostileNameTests {
     /// the lower answering the same for each: created, listed, read back, renamed, removed.
     @Test("names of every byte but '/' and NUL, 255-byte names", arguments: ["identity", "rot", "aes-gcm", "gzip,aes-gcm"])
     func everyByte(codec: String) throws {
-        let s = try Scratch("names")
-        defer { s.remove() }
-        let layer = try LayerSetup(s, codec: codec)
-        let m = try layer.mount()
-        defer { m.unmount() }
-        var names: [[UInt8]] = []
-        let bytes = (1...255).map(UInt8.init).filter { $0 != UInt8(ascii: "/") }
-        for start in stride(from: 0, to: bytes.count, by: 25) { names.append(Array(bytes[start..<min(start + 25, bytes.count)])) }
-        names.append(Array(bytes.prefix(255)))  // every byte in one name (254 bytes)
-        names.append([UInt8](repeating: 0xff, count: 255))
-        names.append([UInt8](repeating: UInt8(ascii: "x"), count: 255))
-        names.append([UInt8]("...".utf8))
-        names.append([0x0a, 0x0d, 0x09, 0x20])
-        let dir = open(layer.point, O_RDONLY | O_DIRECTORY)
-        #expect(dir >= 0)
-        defer { close(dir) }
-        for (i, name) in names.enumerated() {
-            let c = name.map { CChar(bitPattern: $0) } + [0]
-            let fd = openat(dir, c, O_WRONLY | O_CREAT | O_EXCL, 0o644)
-            #expect(fd >= 0, "create \(name.count)-byte name #\(i): \(SysError.current)")
-            let content = pattern(1000 + i, seed: UInt8(i))
-            #expect(write(fd, content, content.count) == content.count)
-            close(fd)
+        try withLayers([codec]) { top, _, _ in
+            var names: [[UInt8]] = []
+            let bytes = (1...255).map(UInt8.init).filter { $0 != UInt8(ascii: "/") }
+            for start in stride(from: 0, to: bytes.count, by: 25) { names.append(Array(bytes[start..<min(start + 25, bytes.count)])) }
+            names.append(Array(bytes.prefix(255)))  // every byte in one name (254 bytes)
+            names.append([UInt8](repeating: 0xff, count: 255))
+            names.append([UInt8](repeating: UInt8(ascii: "x"), count: 255))
+            names.append([UInt8]("...".utf8))
+            names.append([0x0a, 0x0d, 0x09, 0x20])
+            let dir = open(top, O_RDONLY | O_DIRECTORY)
+            #expect(dir >= 0)
+            defer { close(dir) }
+            for (i, name) in names.enumerated() {
+                let c = name.map { CChar(bitPattern: $0) } + [0]
+                let fd = openat(dir, c, O_WRONLY | O_CREAT | O_EXCL, 0o644)
+                #expect(fd >= 0, "create \(name.count)-byte name #\(i): \(SysError.current)")
+                let content = pattern(1000 + i, seed: UInt8(i))
+                #expect(write(fd, content, content.count) == content.count)
+                close(fd)
+            }
+            // A 256-byte name is refused as on ext4.
+            let tooLong = [CChar](repeating: CChar(UInt8(ascii: "y")), count: 256) + [0]
+            #expect(openat(dir, tooLong, O_WRONLY | O_CREAT, 0o644) == -1 && errno == ENAMETOOLONG)
+            let listed = try listNames(top)
+            #expect(Set(listed) == Set(names), "listing differs")
+            for (i, name) in names.enumerated() {
+                let c = name.map { CChar(bitPattern: $0) } + [0]
+                let fd = openat(dir, c, O_RDONLY)
+                var back = [UInt8](repeating: 0, count: 4096)
+                let n = read(fd, &back, back.count)
+                close(fd)
+                #expect(n == 1000 + i && Array(back[0..<max(n, 0)]) == pattern(1000 + i, seed: UInt8(i)), "content of name #\(i)")
+                let renamed = Array(name.reversed()).map { CChar(bitPattern: $0) } + [0]
+                #expect(renameat(dir, c, dir, renamed) == 0, "rename #\(i): \(SysError.current)")
+                #expect(unlinkat(dir, renamed, 0) == 0, "unlink #\(i): \(SysError.current)")
+            }
+            let left = try listNames(top)
+            #expect(left.isEmpty)
         }
-        // A 256-byte name is refused as on ext4.
-        let tooLong = [CChar](repeating: CChar(UInt8(ascii: "y")), count: 256) + [0]
-        #expect(openat(dir, tooLong, O_WRONLY | O_CREAT, 0o644) == -1 && errno == ENAMETOOLONG)
-        #expect(Set(try listNames(layer.point)) == Set(names), "listing differs")
-        for (i, name) in names.enumerated() {
-            let c = name.map { CChar(bitPattern: $0) } + [0]
-            let fd = openat(dir, c, O_RDONLY)
-            var back = [UInt8](repeating: 0, count: 4096)
-            let n = read(fd, &back, back.count)
-            close(fd)
-            #expect(n == 1000 + i && Array(back[0..<max(n, 0)]) == pattern(1000 + i, seed: UInt8(i)), "content of name #\(i)")
-            let renamed = Array(name.reversed()).map { CChar(bitPattern: $0) } + [0]
-            #expect(renameat(dir, c, dir, renamed) == 0, "rename #\(i): \(SysError.current)")
-            #expect(unlinkat(dir, renamed, 0) == 0, "unlink #\(i): \(SysError.current)")
-        }
-        #expect(try listNames(layer.point).isEmpty)
     }
 
     /// A path far longer than PATH_MAX, walked a directory at a time as `*at()` calls allow.
     @Test("deep paths: 40 levels of 200-byte names (8,000+ bytes) through the layer", arguments: ["identity", "aes-gcm"])
     func deepPaths(codec: String) throws {
-        let s = try Scratch("deep")
-        defer { s.remove() }
-        let layer = try LayerSetup(s, codec: codec)
-        let m = try layer.mount()
-        defer { m.unmount() }
-        var fds = [open(layer.point, O_RDONLY | O_DIRECTORY)]
-        defer { fds.forEach { close($0) } }
-        for level in 0..<40 {
-            let name = Array(String(repeating: Character(UnicodeScalar(UInt8(97 + level % 26))), count: 200).utf8CString)
-            #expect(mkdirat(fds.last!, name, 0o755) == 0, "mkdir level \(level): \(SysError.current)")
-            let fd = openat(fds.last!, name, O_RDONLY | O_DIRECTORY)
-            #expect(fd >= 0, "open level \(level): \(SysError.current)")
-            fds.append(fd)
+        try withLayers([codec]) { top, _, _ in
+            var fds = [open(top, O_RDONLY | O_DIRECTORY)]
+            defer { fds.forEach { close($0) } }
+            for level in 0..<40 {
+                let name = Array(String(repeating: Character(UnicodeScalar(UInt8(97 + level % 26))), count: 200).utf8CString)
+                #expect(mkdirat(fds.last!, name, 0o755) == 0, "mkdir level \(level): \(SysError.current)")
+                let fd = openat(fds.last!, name, O_RDONLY | O_DIRECTORY)
+                #expect(fd >= 0, "open level \(level): \(SysError.current)")
+                fds.append(fd)
+            }
+            let data = pattern(70_000)
+            let f = openat(fds.last!, "leaf", O_RDWR | O_CREAT, 0o644)
+            #expect(f >= 0 && write(f, data, data.count) == data.count)
+            var back = [UInt8](repeating: 0, count: data.count)
+            #expect(pread(f, &back, back.count, 0) == data.count && back == data)
+            close(f)
+            // The whole tree goes with rm -rf, as on the lower directory.
+            _ = try sh("rm -rf '\(top)'/*")
+            #expect(try listNames(top).isEmpty)
         }
-        let data = pattern(70_000)
-        let f = openat(fds.last!, "leaf", O_RDWR | O_CREAT, 0o644)
-        #expect(f >= 0 && write(f, data, data.count) == data.count)
-        var back = [UInt8](repeating: 0, count: data.count)
-        #expect(pread(f, &back, back.count, 0) == data.count && back == data)
-        close(f)
-        // The whole tree goes with rm -rf, as on the lower directory.
-        _ = try sh("rm -rf '\(layer.point)'/*")
-        #expect(try listNames(layer.point).isEmpty)
     }
 }
 

@@ -136,24 +136,23 @@ public final class Layer {
 
     /// The attributes the layer shows for `inode`: the lower ones, with logical sizes.
     func attributes(_ inode: Inode, _ lower: stat? = nil) throws -> stat {
+        if inode.isRegular && !codec.preservesSize && codec.fixedOverhead == nil {
+            // The size comes from the last slot's record: the lower size is taken under the content
+            // lock with it (a size taken before may end inside a slot a concurrent write just moved).
+            let fd = try inode.fd.reopen(O_RDONLY)
+            defer { fd.close() }
+            let file = LowerFile(fd: fd, inode: inode)
+            return try inode.content.reading {
+                var st = try lowerStat(fd)
+                st.st_size = off_t(try engine.logicalSize(file, lowerSize: Int64(st.st_size)))
+                return st
+            }
+        }
         var st = try lower ?? lowerStat(inode.fd)
         if inode.isRegular && !codec.preservesSize {
-            if codec.fixedOverhead != nil {
-                // Arithmetic on the lower size is enough; no need to open the file.
-                let file = LowerFile(fd: inode.fd, inode: inode)
-                st.st_size = off_t(try engine.logicalSize(file, lowerSize: Int64(st.st_size)))
-            } else {
-                let fd = try inode.fd.reopen(O_RDONLY)
-                defer { fd.close() }
-                let file = LowerFile(fd: fd, inode: inode)
-                // The size is read again under the content lock: a write that landed since `st`
-                // was taken may have moved the last slot (a stale size ends in the middle of one).
-                st = try inode.content.reading {
-                    var fresh = try lowerStat(fd)
-                    fresh.st_size = off_t(try engine.logicalSize(file, lowerSize: Int64(fresh.st_size)))
-                    return fresh
-                }
-            }
+            // Fixed overhead: arithmetic on the lower size is enough; no need to open the file.
+            let file = LowerFile(fd: inode.fd, inode: inode)
+            st.st_size = off_t(try engine.logicalSize(file, lowerSize: Int64(st.st_size)))
         } else if inode.isSymlink && !codec.preservesNameLength {
             st.st_size = off_t(try codec.decodeLinkTarget(try inode.fd.readLink()).count)
         }

@@ -3,6 +3,7 @@ import Dispatch
 import Glibc
 import CFuse
 import Logging
+import Synchronization
 
 /// The lower file a request works on: its open descriptor and the inode it belongs to.
 struct LowerFile {
@@ -23,7 +24,7 @@ final class PageEngine {
     private let pool = BufferPool()
     private let log: Logger
     /// The lower file system cannot allocate ahead (fallocate fails as unsupported).
-    private let reservationUnsupported = SharedFlag()
+    private let reservationUnsupported = Atomic<Bool>(false)
 
     init(codec: Codec, log: Logger) {
         self.codec = codec
@@ -217,7 +218,7 @@ final class PageEngine {
         if grewOldLast {
             try rewritePage(file, header: header, index: (size - 1) / pageSize, size: size, lowerSize: lowerSize,
                             newLength: Int(pageSize), becomesLast: false)
-            lowerSize = try sizes(file).lower  // a failed write below is cut back to here, not into that page
+            lowerSize = Int64(try file.fd.stat().st_size)  // a failed write below is cut back to here, not into that page
         }
         do {
             try storeWrite(file, header: header, offset: offset, data: data, size: size, lowerSize: lowerSize,
@@ -341,7 +342,7 @@ final class PageEngine {
                 // (and ext4 keeps its delayed allocation for appends and new files).
                 let existing = room > 0 ? 0 : lowerSize  // with the header going out now, the file is empty
                 if slotStart(first) - Int64(room) < existing {
-                    try forEachRun(room: room, first: first, encoded: encoded) { _, lower in
+                    try forEachRun(room: room, first: first, encoded: encoded) { _, lower, _ in
                         try reserve(file, from: lower.lowerBound, to: lower.upperBound)
                     }
                 }
@@ -363,10 +364,11 @@ final class PageEngine {
     }
 
     /// Calls `body` for each run of encoded slots (`encoded[k]` bytes of slot k, after `room` header
-    /// bytes in the buffer) with its range in the buffer and in the lower file: full slots run
-    /// together; a run ends at a shrunk slot (whose tail is left out) or at the last slot.
+    /// bytes in the buffer) with its range in the buffer and in the lower file and the index (in
+    /// `encoded`) of its last slot: full slots run together; a run ends at a shrunk slot (whose
+    /// tail is left out) or at the last slot.
     private func forEachRun(room: Int, first: Int64, encoded: [Int],
-                            _ body: (_ buffer: Range<Int>, _ lower: Range<Int64>) throws -> Void) throws {
+                            _ body: (_ buffer: Range<Int>, _ lower: Range<Int64>, _ last: Int) throws -> Void) throws {
         var runStart = 0, runBytes = 0
         for (k, e) in encoded.enumerated() {
             runBytes += e
@@ -375,7 +377,7 @@ final class PageEngine {
             let from = room + runStart * Int(slotSize) - withHeader
             let at = slotStart(first + Int64(runStart)) - Int64(withHeader)
             let count = withHeader + runBytes
-            try body(from..<from + count, at..<at + Int64(count))
+            try body(from..<from + count, at..<at + Int64(count), k)
             runStart = k + 1
             runBytes = 0
         }
@@ -384,10 +386,9 @@ final class PageEngine {
     /// Writes the runs of encoded slots; a shrunk middle slot's tail is punched.
     private func writeSlots(_ file: LowerFile, _ buffer: UnsafeMutableRawBufferPointer, room: Int, first: Int64,
                             encoded: [Int], lastOfFile: Int64) throws {
-        try forEachRun(room: room, first: first, encoded: encoded) { bytes, lower in
+        try forEachRun(room: room, first: first, encoded: encoded) { bytes, lower, k in
             try file.fd.write(UnsafeRawBufferPointer(rebasing: buffer[bytes]), at: lower.lowerBound)
-            let index = (lower.upperBound - 1 - headerSize) / slotSize  // the run's last slot
-            let e = Int(lower.upperBound - slotStart(index))
+            let index = first + Int64(k), e = encoded[k]
             if e < Int(slotSize) && index != lastOfFile {
                 // The slot shrank: its tail becomes a hole, so the saving shows on disk.
                 try? file.fd.allocate(mode: FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
@@ -402,12 +403,12 @@ final class PageEngine {
     /// caller cuts a failed write past the old end back.
     private func reserve(_ file: LowerFile, from: Int64, to: Int64) throws {
         guard to > from else { return }
-        if !reservationUnsupported.value {
+        if !reservationUnsupported.load(ordering: .relaxed) {
             do {
                 try file.fd.allocate(mode: FALLOC_FL_KEEP_SIZE, offset: from, length: to - from)
                 return
             } catch let e as Errno where e == .EOPNOTSUPP || e == .ENOSYS || e == .EINVAL {
-                reservationUnsupported.value = true  // the lower file system never will: stop asking
+                reservationUnsupported.store(true, ordering: .relaxed)  // the lower file system never will: stop asking
             }
         }
     }

@@ -45,17 +45,6 @@ public final class Mutex: @unchecked Sendable {
     }
 }
 
-/// A flag that any thread may set once and all read (a learned fact, such as "cannot do X").
-public final class SharedFlag: @unchecked Sendable {
-    private let lock = Mutex()
-    private var set = false
-    public init() {}
-    public var value: Bool {
-        get { lock.locked { set } }
-        set { lock.locked { set = newValue } }
-    }
-}
-
 /// Counts pieces of work in progress so that another thread can wait until none is.
 public final class WorkCounter: @unchecked Sendable {
     private let m: UnsafeMutablePointer<pthread_mutex_t>
