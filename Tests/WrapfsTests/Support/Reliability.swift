@@ -116,6 +116,12 @@ func lowerFiles(_ dir: String) -> [String] {
 func descriptorCount(_ pid: pid_t) -> Int {
     (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd").count) ?? -1
 }
+/// What the daemon's descriptors point at (for failure messages).
+func heldLowerFiles(_ pid: pid_t) -> [String] {
+    let dir = "/proc/\(pid)/fd"
+    let fds = (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []
+    return fds.compactMap { try? FileManager.default.destinationOfSymbolicLink(atPath: dir + "/" + $0) }
+}
 func residentKiB(_ pid: pid_t) -> Int {
     let text = (try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)) ?? ""
     let line = text.split(separator: "\n").first { $0.hasPrefix("VmRSS:") } ?? ""
