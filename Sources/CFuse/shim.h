@@ -2,6 +2,9 @@
 #ifndef WRAPFS_CFUSE_SHIM_H
 #define WRAPFS_CFUSE_SHIM_H
 
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
 #define FUSE_USE_VERSION 312
 #include <fuse_lowlevel.h>
 #include <fcntl.h>
@@ -21,6 +24,8 @@
 #include <syslog.h>
 #include <sys/resource.h>
 #include <sys/prctl.h>
+#include <stdint.h>
+#include <time.h>
 #include <sys/vfs.h>
 #include <linux/stat.h>
 #include <string.h>
@@ -180,5 +185,31 @@ static inline const char *wrapfs_dirent_name(struct dirent *d) { return d->d_nam
 static inline dev_t wrapfs_makedev(unsigned int major, unsigned int minor) { return makedev(major, minor); }
 
 static const unsigned int wrapfs_ioc_refresh = WRAPFS_IOC_REFRESH;
+
+
+// Relaxed counters in a plain array (Swift's Atomic cannot live in one), for the status statistics.
+static inline void wrapfs_counter_add(uint64_t *counter, uint64_t value) { __atomic_fetch_add(counter, value, __ATOMIC_RELAXED); }
+static inline uint64_t wrapfs_counter_load(const uint64_t *counter) { return __atomic_load_n(counter, __ATOMIC_RELAXED); }
+// The operation this thread serves, so an error reply is counted against it.
+static inline int *wrapfs_operation_slot(void) { static __thread int op; return &op; }
+static inline void wrapfs_set_operation(int op) { *wrapfs_operation_slot() = op; }
+static inline int wrapfs_operation(void) { return *wrapfs_operation_slot(); }
+static inline uint64_t wrapfs_monotonic_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+
+// The control socket: accept with close-on-exec, and the connecting process's user.
+#include <sys/socket.h>
+static inline int wrapfs_accept(int fd) { return accept4(fd, NULL, NULL, SOCK_CLOEXEC); }
+static inline int wrapfs_peer_uid(int fd, uid_t *uid) {
+    struct ucred cred;
+    socklen_t len = sizeof cred;
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) return -1;
+    *uid = cred.uid;
+    return 0;
+}
 
 #endif

@@ -24,6 +24,8 @@ struct MountCommand: ParsableCommand {
     @Option(help: "Codec, or a comma-separated chain of codecs (default: the volume's, else identity).") var codec: String?
     @Flag(help: "Mount a shim with no lower directory at the one path given: `ln -s /absolute/file MOUNTPOINT/NAME` makes NAME that file, mappable; `rm` closes it.")
     var shim = false
+    @Option(name: .customLong("namespace"), help: ArgumentHelp("Serve LOWER/NAME at MOUNTPOINT (repeatable; instead of one MOUNTPOINT): one daemon, disjoint trees, a file linked into two namespaces is one file.", valueName: "NAME=MOUNTPOINT"))
+    var namespaces: [String] = []
     @Option(name: .customLong("codec-option"), help: "A codec option, key=value (repeatable).") var codecOptions: [String] = []
     @Option(name: .customLong("codec-plugin"), help: ArgumentHelp("Load a codec plugin built against include/wrapfs_codec.h (repeatable).", valueName: "PATH.so"))
     var codecPlugins: [String] = []
@@ -49,8 +51,20 @@ struct MountCommand: ParsableCommand {
         if shim {
             if mountpoint != nil { throw ValidationError("--shim takes only the mount point (no lower directory)") }
             if let codec, codec != "identity" { throw ValidationError("--shim serves files as they are: its codec is identity, not \(codec)") }
+        } else if !namespaces.isEmpty {
+            if mountpoint != nil { throw ValidationError("with --namespace, give only the lower directory (each namespace names its mount point)") }
+            var names = Set<String>()
+            for n in namespaces {
+                let parts = n.split(separator: "=", maxSplits: 1).map(String.init)
+                guard parts.count == 2, !parts[1].isEmpty else { throw ValidationError("--namespace takes NAME=MOUNTPOINT, got '\(n)'") }
+                guard !parts[0].isEmpty, parts[0] != ".", parts[0] != "..", !parts[0].contains("/"), parts[0] != VolumeFile.name else {
+                    throw ValidationError("namespace name '\(parts[0])' must be one path component (not '.', '..' or the volume file)")
+                }
+                guard names.insert(parts[0]).inserted else { throw ValidationError("namespace '\(parts[0])' given twice") }
+            }
+            if namespaces.count > 64 { throw ValidationError("at most 64 namespaces") }
         } else if mountpoint == nil {
-            throw ValidationError("give the lower directory and the mount point (or --shim MOUNTPOINT)")
+            throw ValidationError("give the lower directory and the mount point (or --shim MOUNTPOINT, or --namespace NAME=MOUNTPOINT)")
         }
         if let threads, threads < 1 || threads > 1024 { throw ValidationError("--threads must be between 1 and 1024") }
         if maxWrite < 4096 || maxWrite > 1 << 20 { throw ValidationError("--max-write must be between 4096 and 1048576") }
@@ -68,10 +82,16 @@ struct MountCommand: ParsableCommand {
         try PluginLoading.load(codecPlugins)
         let lowerPath = shim ? "" : try checkDirectory(lower, what: "lower directory", code: Exit.badLower)
         _ = try makeCodec(lower: nil)  // unknown codec or bad option: found before anything is touched
-        let mountPath = try checkDirectory(mountpoint ?? lower, what: "mount point", code: Exit.badMountpoint)
-        if MountInfo.isMountPoint(mountPath) {
-            throw Failure("mount point \(mountPath) is already mounted (unmount it first: wrapfs-mount unmount \(mountPath))", Exit.alreadyMounted)
+        let spaces = namespaces.map { $0.split(separator: "=", maxSplits: 1).map(String.init) }
+        let mountPaths = try (spaces.isEmpty ? [mountpoint ?? lower] : spaces.map { $0[1] }).map { point in
+            let path = try checkDirectory(point, what: "mount point", code: Exit.badMountpoint)
+            if MountInfo.isMountPoint(path) {
+                throw Failure("mount point \(path) is already mounted (unmount it first: wrapfs-mount unmount \(path))", Exit.alreadyMounted)
+            }
+            return path
         }
+        if Set(mountPaths).count != mountPaths.count { throw Failure("two namespaces cannot share a mount point", Exit.badMountpoint) }
+        let mountPath = mountPaths[0]
         var device = stat()
         if stat("/dev/fuse", &device) != 0 || device.st_mode & S_IFMT != S_IFCHR {
             throw Failure("/dev/fuse is unavailable (missing or not a character device): load the fuse module and install fuse3", Exit.noFuseDevice)
@@ -103,16 +123,27 @@ struct MountCommand: ParsableCommand {
         options.readdirPlus = !noReaddirplus
         if isVolume { options.hiddenRootNames = [VolumeFile.name] }
         umask(0)  // modes come from the kernel with the caller's umask applied
-        let layer: Layer
+        let layers: [Layer]
         do {
-            layer = shim ? try Layer(shimAt: mountPath, codec: codec, options: options, log: log)
-                         : try Layer(lower: lowerPath, codec: codec, options: options, log: log)
+            if shim {
+                layers = [try Layer(shimAt: mountPath, codec: codec, options: options, log: log)]
+            } else if !spaces.isEmpty {
+                layers = try Layer.namespaces(lower: lowerPath, names: spaces.map { $0[0] }, codec: codec, options: options, log: log)
+            } else {
+                layers = [try Layer(lower: lowerPath, codec: codec, options: options, log: log)]
+            }
         } catch {
-            throw Failure("cannot open lower directory \(lowerPath): \(error)", Exit.badLower)
+            throw Failure("cannot open lower directory \(lowerPath) (or a namespace directory in it): \(error)", Exit.badLower)
         }
         do {
-            try layer.run(mountpoint: mountPath, fuseOptions: fuse, foreground: foreground) {
-                if foreground { log.info(shim ? "shim mounted on \(mountPath)" : "mounted \(lowerPath) on \(mountPath) with codec \(codec.name)") }
+            try Layer.run(Array(zip(layers, mountPaths)), fuseOptions: fuse, foreground: foreground) {
+                for (layer, point) in zip(layers, mountPaths) {
+                    if foreground { log.info(shim ? "shim mounted on \(point)" : "mounted \(layer.lowerPath) on \(point) with codec \(codec.name)") }
+                    // Where `status` will find the mount's daemon (the socket opens once serving starts).
+                    let socket = "control socket of \(point): \(ControlSocket.path(mountpoint: point, uid: geteuid()))"
+                    if foreground { log.info("\(socket)") } else { print(socket) }
+                }
+                fflush(stdout)
             }
         } catch MountError.badOption(let o) {
             throw Failure("bad FUSE option in '-o \(o)' (see mount.fuse3(8))", Exit.badOption)

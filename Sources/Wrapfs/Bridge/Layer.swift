@@ -11,10 +11,21 @@ public final class Layer {
     public let codec: Codec
     public let options: LayerOptions
     let log: Logger
-    let inodes: InodeTable
+    let inodes: InodeView
     let engine: PageEngine
-    /// Set while the session runs, for notifications sent to the kernel.
-    var session: OpaquePointer?
+    /// Counts and latencies of this mount's requests, for `wrapfs-mount status`.
+    let stats = Statistics()
+    /// Open files with who opened them, for `status --graph`.
+    let openFiles = OpenFileRegistry()
+    /// When the mount was made (seconds since the epoch).
+    public let mountedAt = time(nil)
+    /// The daemon's mounts (one unless it serves namespaces); this is mount `inodes.mount`.
+    let group: MountGroup
+    /// This mount's session while it runs, for notifications sent to the kernel.
+    var session: OpaquePointer? {
+        get { group.session(inodes.mount) }
+        set { group.setSession(newValue, mount: inodes.mount) }
+    }
     /// The entries of a shim mount's root (nil for a layer over a lower directory).
     let shadows: ShadowFiles?
     /// Runs refresh invalidations off the request threads (see `ioctl`).
@@ -24,7 +35,9 @@ public final class Layer {
 
     /// Opens the lower directory. Throws `Errno` when it is missing or not a directory.
     public convenience init(lower: String, codec: Codec, options: LayerOptions = LayerOptions(), log: Logger) throws {
-        try self.init(root: lower, lowerPath: lower, codec: codec, options: options, shadows: nil, log: log)
+        let root = try Self.openRoot(lower)
+        let group = MountGroup(table: InodeTable(lowerRoot: root.fd), mounts: 1)
+        self.init(root: root, group: group, mount: 0, lowerPath: lower, codec: codec, options: options, shadows: nil, log: log)
     }
 
     /// A shim mount at `mountpoint` with no lower directory: its root holds shadow files (see
@@ -33,21 +46,56 @@ public final class Layer {
         guard codec.preservesSize && codec.headerSize == 0 else { throw Errno.EINVAL }
         var options = options
         options.readdirPlus = false  // the root lists names only
-        try self.init(root: mountpoint, lowerPath: "shim", codec: codec, options: options,
-                      shadows: ShadowFiles(mountpoint: mountpoint), log: log)
+        let root = try Self.openRoot(mountpoint)
+        let group = MountGroup(table: InodeTable(lowerRoot: root.fd), mounts: 1)
+        self.init(root: root, group: group, mount: 0, lowerPath: "shim", codec: codec, options: options,
+                  shadows: ShadowFiles(mountpoint: mountpoint), log: log)
     }
 
-    private init(root: String, lowerPath: String, codec: Codec, options: LayerOptions, shadows: ShadowFiles?, log: Logger) throws {
+    /// Layers for namespaces `names` of `lower`, to be mounted by one daemon (see `run(_:)`):
+    /// namespace NAME shows LOWER/NAME (made if missing) and nothing outside it. A file linked
+    /// into two namespaces is one inode to all of them.
+    public static func namespaces(lower: String, names: [String], codec: Codec, options: LayerOptions = LayerOptions(),
+                                  log: Logger) throws -> [Layer] {
+        let base = try FileDescriptor.open(lower, O_PATH | O_DIRECTORY)
+        defer { base.close() }
+        guard names.count <= 64 else { throw Errno.EINVAL }
+        let group = MountGroup(table: InodeTable(lowerRoot: base), mounts: names.count)
+        return try names.enumerated().map { i, name in
+            guard !name.isEmpty, name != ".", name != "..", !name.contains("/"),
+                  !options.hiddenRootNames.contains(name) else { throw Errno.EINVAL }
+            do { _ = try sys { mkdirat(base.rawValue, name, 0o755) } } catch let e as Errno where e == .EEXIST {}
+            let root = try openRoot(lower + "/" + name, followingLink: false)
+            var options = options
+            options.hiddenRootNames = []  // the volume file lives in LOWER, outside every namespace
+            return Layer(root: root, group: group, mount: i, lowerPath: lower + "/" + name, codec: codec,
+                         options: options, shadows: nil, log: log)
+        }
+    }
+
+    /// The root directory's inode: an O_PATH descriptor of `path` (a namespace's never through
+    /// a symlink, so it cannot be pointed outside LOWER).
+    private static func openRoot(_ path: String, followingLink: Bool = true) throws -> Inode {
+        let fd = try FileDescriptor.open(path, O_PATH | O_DIRECTORY | (followingLink ? 0 : O_NOFOLLOW))
+        do { return Inode(fd: fd, stat: try fd.stat()) } catch { fd.close(); throw error }
+    }
+
+    private init(root: Inode, group: MountGroup, mount: Int, lowerPath: String, codec: Codec, options: LayerOptions,
+                 shadows: ShadowFiles?, log: Logger) {
         self.lowerPath = lowerPath
         self.codec = codec
         self.options = options
         self.log = log
         self.shadows = shadows
-        let fd = try FileDescriptor.open(root, O_PATH | O_DIRECTORY)
-        let st: stat
-        do { st = try fd.stat() } catch { fd.close(); throw error }
-        inodes = InodeTable(root: Inode(fd: fd, stat: st))
-        engine = PageEngine(codec: codec, log: log)
+        self.group = group
+        inodes = group.table.view(root: root, mount: mount)
+        engine = PageEngine(codec: codec, log: log, stats: stats)
+    }
+
+    /// Tells the daemon's other mounts that `inode`'s content changed (see `MountGroup.contentChanged`).
+    @inline(__always)
+    func contentChanged(_ inode: Inode) {
+        if group.count > 1 { group.contentChanged(inode, by: inodes.mount) }
     }
 
     // MARK: names
@@ -184,9 +232,11 @@ public final class Layer {
             try body()
         } catch let e as Errno {
             if log.logLevel <= .debug { log.debug("\(function): \(e)") }
+            stats.failed(Operation.current, errno: e.rawValue)
             fuse_reply_err(req, e.rawValue)
         } catch {
             log.error("request failed: \(error)")
+            stats.failed(Operation.current, errno: EIO)
             fuse_reply_err(req, EIO)
         }
     }

@@ -53,6 +53,19 @@ extension Layer {
         _ = try? dir.fd.unlinkAt(LongNames.sideFile(of: bytes), directory: false)
     }
 
+    /// The name the layer shows for lower entry `lname` of the directory open as `dirFd`; nil for
+    /// a long name's side file and for names the codec cannot decode (not the layer's).
+    func shownName(_ lname: UnsafePointer<CChar>, inDirectory dirFd: Int32) -> [CChar]? {
+        if usesLongNames {
+            let bytes = Layer.bytes(lname)
+            if LongNames.isSideFile(bytes) { return nil }
+            if LongNames.isStandIn(bytes) {
+                if let upper = longName(lname, inDirectory: dirFd).flatMap({ upperName(Layer.cString($0)) }) { return upper }
+            }
+        }
+        return upperName(lname)
+    }
+
     /// The encoded name a stand-in in the directory open as `dirFd` stands for.
     func longName(_ standIn: UnsafePointer<CChar>, inDirectory dirFd: Int32) -> [UInt8]? {
         let side = LongNames.sideFile(of: Layer.bytes(standIn))

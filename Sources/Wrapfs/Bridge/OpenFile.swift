@@ -32,12 +32,17 @@ final class OpenFile: FileHandleObject {
     let append: Bool
     /// The lower descriptor can be read (needed for read-modify-write).
     let readable: Bool
+    /// The upper open flags and who opened the file, for `status`.
+    let flags: Int32
+    let opener: Opener
 
-    init(fd: FileDescriptor, inode: Inode, append: Bool, readable: Bool) {
+    init(fd: FileDescriptor, inode: Inode, flags: Int32, readable: Bool, opener: Opener) {
         self.fd = fd
         self.inode = inode
-        self.append = append
+        self.append = flags & O_APPEND != 0
         self.readable = readable
+        self.flags = flags
+        self.opener = opener
     }
 
     deinit { fd.close() }

@@ -14,47 +14,56 @@ extension Layer {
             Unmanaged<Layer>.fromOpaque(userdata!).takeUnretainedValue().negotiate(conn!)
         }
         // attributes
-        ops.lookup = { req, parent, name in Layer.of(req).lookup(req!, parent, name!) }
-        ops.forget = { req, ino, n in Layer.of(req).forget(req!, ino, n) }
-        ops.forget_multi = { req, count, list in Layer.of(req).forgetMany(req!, count, list!) }
-        ops.getattr = { req, ino, fi in Layer.of(req).getattr(req!, ino, fi) }
-        ops.setattr = { req, ino, attr, toSet, fi in Layer.of(req).setattr(req!, ino, attr!.pointee, toSet, fi) }
-        ops.statfs = { req, ino in Layer.of(req).statfs(req!, ino) }
+        ops.lookup = { req, parent, name in Layer.of(req).timed(.lookup) { $0.lookup(req!, parent, name!) } }
+        ops.forget = { req, ino, n in Layer.of(req).timed(.forget) { $0.forget(req!, ino, n) } }
+        ops.forget_multi = { req, count, list in Layer.of(req).timed(.forget) { $0.forgetMany(req!, count, list!) } }
+        ops.getattr = { req, ino, fi in Layer.of(req).timed(.getattr) { $0.getattr(req!, ino, fi) } }
+        ops.setattr = { req, ino, attr, toSet, fi in Layer.of(req).timed(.setattr) { $0.setattr(req!, ino, attr!.pointee, toSet, fi) } }
+        ops.statfs = { req, ino in Layer.of(req).timed(.statfs) { $0.statfs(req!, ino) } }
         // names
-        ops.mknod = { req, parent, name, mode, rdev in Layer.of(req).mknod(req!, parent, name!, mode, rdev) }
-        ops.mkdir = { req, parent, name, mode in Layer.of(req).mkdir(req!, parent, name!, mode) }
-        ops.symlink = { req, target, parent, name in Layer.of(req).symlink(req!, target!, parent, name!) }
-        ops.readlink = { req, ino in Layer.of(req).readlink(req!, ino) }
-        ops.unlink = { req, parent, name in Layer.of(req).remove(req!, parent, name!, directory: false) }
-        ops.rmdir = { req, parent, name in Layer.of(req).remove(req!, parent, name!, directory: true) }
-        ops.rename = { req, p, n, np, nn, flags in Layer.of(req).rename(req!, p, n!, np, nn!, flags) }
-        ops.link = { req, ino, np, nn in Layer.of(req).link(req!, ino, np, nn!) }
+        ops.mknod = { req, parent, name, mode, rdev in Layer.of(req).timed(.mknod) { $0.mknod(req!, parent, name!, mode, rdev) } }
+        ops.mkdir = { req, parent, name, mode in Layer.of(req).timed(.mkdir) { $0.mkdir(req!, parent, name!, mode) } }
+        ops.symlink = { req, target, parent, name in Layer.of(req).timed(.symlink) { $0.symlink(req!, target!, parent, name!) } }
+        ops.readlink = { req, ino in Layer.of(req).timed(.readlink) { $0.readlink(req!, ino) } }
+        ops.unlink = { req, parent, name in Layer.of(req).timed(.unlink) { $0.remove(req!, parent, name!, directory: false) } }
+        ops.rmdir = { req, parent, name in Layer.of(req).timed(.rmdir) { $0.remove(req!, parent, name!, directory: true) } }
+        ops.rename = { req, p, n, np, nn, flags in Layer.of(req).timed(.rename) { $0.rename(req!, p, n!, np, nn!, flags) } }
+        ops.link = { req, ino, np, nn in Layer.of(req).timed(.link) { $0.link(req!, ino, np, nn!) } }
         // files
-        ops.create = { req, parent, name, mode, fi in Layer.of(req).create(req!, parent, name!, mode, fi!) }
-        ops.open = { req, ino, fi in Layer.of(req).open(req!, ino, fi!) }
-        ops.read = { req, ino, size, off, fi in Layer.of(req).read(req!, ino, size, off, fi!) }
-        ops.write = { req, ino, buf, size, off, fi in Layer.of(req).write(req!, ino, buf!, size, off, fi!) }
+        ops.create = { req, parent, name, mode, fi in Layer.of(req).timed(.create) { $0.create(req!, parent, name!, mode, fi!) } }
+        ops.open = { req, ino, fi in Layer.of(req).timed(.open) { $0.open(req!, ino, fi!) } }
+        ops.read = { req, ino, size, off, fi in Layer.of(req).timed(.read) { $0.read(req!, ino, size, off, fi!) } }
+        ops.write = { req, ino, buf, size, off, fi in Layer.of(req).timed(.write) { $0.write(req!, ino, buf!, size, off, fi!) } }
         // No flush: the layer has nothing to do at close(2) before release, and the kernel,
         // told ENOSYS once, stops sending one request per close (a fifth of a small file's read).
-        ops.release = { req, ino, fi in Layer.of(req).release(req!, ino, fi!) }
-        ops.fsync = { req, ino, datasync, fi in Layer.of(req).fsync(req!, ino, datasync != 0, fi!) }
-        ops.fallocate = { req, ino, mode, off, len, fi in Layer.of(req).fallocate(req!, ino, mode, off, len, fi!) }
-        ops.lseek = { req, ino, off, whence, fi in Layer.of(req).lseek(req!, ino, off, whence, fi!) }
+        ops.release = { req, ino, fi in Layer.of(req).timed(.release) { $0.release(req!, ino, fi!) } }
+        ops.fsync = { req, ino, datasync, fi in Layer.of(req).timed(.fsync) { $0.fsync(req!, ino, datasync != 0, fi!) } }
+        ops.fallocate = { req, ino, mode, off, len, fi in Layer.of(req).timed(.fallocate) { $0.fallocate(req!, ino, mode, off, len, fi!) } }
+        ops.lseek = { req, ino, off, whence, fi in Layer.of(req).timed(.lseek) { $0.lseek(req!, ino, off, whence, fi!) } }
         ops.ioctl = { req, ino, cmd, _, _, flags, input, inputSize, _ in
-            Layer.of(req).ioctl(req!, ino, cmd, flags, input, inputSize)
+            Layer.of(req).timed(.ioctl) { $0.ioctl(req!, ino, cmd, flags, input, inputSize) }
         }
         // directories
-        ops.opendir = { req, ino, fi in Layer.of(req).opendir(req!, ino, fi!) }
-        ops.readdir = { req, ino, size, off, fi in Layer.of(req).readdir(req!, ino, size, off, fi!, plus: false) }
-        ops.readdirplus = { req, ino, size, off, fi in Layer.of(req).readdir(req!, ino, size, off, fi!, plus: true) }
-        ops.releasedir = { req, ino, fi in Layer.of(req).releasedir(req!, ino, fi!) }
-        ops.fsyncdir = { req, ino, datasync, fi in Layer.of(req).fsyncdir(req!, ino, datasync != 0, fi!) }
+        ops.opendir = { req, ino, fi in Layer.of(req).timed(.opendir) { $0.opendir(req!, ino, fi!) } }
+        ops.readdir = { req, ino, size, off, fi in Layer.of(req).timed(.readdir) { $0.readdir(req!, ino, size, off, fi!, plus: false) } }
+        ops.readdirplus = { req, ino, size, off, fi in Layer.of(req).timed(.readdirplus) { $0.readdir(req!, ino, size, off, fi!, plus: true) } }
+        ops.releasedir = { req, ino, fi in Layer.of(req).timed(.releasedir) { $0.releasedir(req!, ino, fi!) } }
+        ops.fsyncdir = { req, ino, datasync, fi in Layer.of(req).timed(.fsyncdir) { $0.fsyncdir(req!, ino, datasync != 0, fi!) } }
         // extended attributes
-        ops.setxattr = { req, ino, name, value, size, flags in Layer.of(req).setxattr(req!, ino, name!, value, size, flags) }
-        ops.getxattr = { req, ino, name, size in Layer.of(req).getxattr(req!, ino, name!, size) }
-        ops.listxattr = { req, ino, size in Layer.of(req).listxattr(req!, ino, size) }
-        ops.removexattr = { req, ino, name in Layer.of(req).removexattr(req!, ino, name!) }
+        ops.setxattr = { req, ino, name, value, size, flags in Layer.of(req).timed(.setxattr) { $0.setxattr(req!, ino, name!, value, size, flags) } }
+        ops.getxattr = { req, ino, name, size in Layer.of(req).timed(.getxattr) { $0.getxattr(req!, ino, name!, size) } }
+        ops.listxattr = { req, ino, size in Layer.of(req).timed(.listxattr) { $0.listxattr(req!, ino, size) } }
+        ops.removexattr = { req, ino, name in Layer.of(req).timed(.removexattr) { $0.removexattr(req!, ino, name!) } }
         return ops
+    }
+
+    /// Runs one request's handler and records its count and latency for `status`.
+    @inline(__always)
+    func timed(_ op: Operation, _ body: (Layer) -> Void) {
+        let start = stats.now()
+        Operation.begin(op)
+        body(self)
+        stats.record(op, since: start)
     }
 
     /// Capability negotiation at mount time.

@@ -61,6 +61,7 @@ extension Layer {
                 try withWritable(inode, open) { file in
                     try inode.content.writing { try engine.truncate(file, to: Int64(attr.st_size)) }
                 }
+                contentChanged(inode)
             }
             if toSet & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME) != 0 {
                 let omit = timespec(tv_sec: 0, tv_nsec: wrapfs_utime_omit), now = timespec(tv_sec: 0, tv_nsec: wrapfs_utime_now)

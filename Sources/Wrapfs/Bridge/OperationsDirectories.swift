@@ -122,16 +122,11 @@ extension Layer {
                 // are gone for the layer's users, as they would be on a local file system.
                 d.indexAfter[next] = d.entries.count
                 continue
-            } else if usesLongNames && LongNames.isSideFile(Layer.bytes(lname)) {
-                d.indexAfter[next] = d.entries.count  // a long name's side file: not an entry
-                continue
-            } else if usesLongNames && LongNames.isStandIn(Layer.bytes(lname)),
-                      let upper = longName(lname, inDirectory: dirfd(d.stream)).flatMap({ upperName(Layer.cString($0)) }) {
-                name = upper
-            } else if let upper = upperName(lname) {
+            } else if let upper = shownName(lname, inDirectory: dirfd(d.stream)) {
                 name = upper
             } else {
-                // Not the codec's (it cannot decode the name): hidden, but its cookie still resumes.
+                // A long name's side file, or not the codec's (it cannot decode the name): hidden,
+                // but its cookie still resumes.
                 d.indexAfter[next] = d.entries.count
                 continue
             }

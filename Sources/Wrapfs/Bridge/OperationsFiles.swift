@@ -49,14 +49,16 @@ extension Layer {
                 do { e = try entry(parent: dir, lowerName: n) } catch { fd.close(); throw error }
                 let inode = inodes.inode(e.ino)
                 if exclusive != 0 { inode.recordLacksCapability() }  // a file just made has no capabilities
-                let file = OpenFile(fd: fd, inode: inode, append: fi.pointee.flags & O_APPEND != 0, readable: readable)
+                let file = OpenFile(fd: fd, inode: inode, flags: fi.pointee.flags, readable: readable, opener: Opener(req, registry: openFiles))
                 if fi.pointee.flags & O_TRUNC != 0 {
                     try inode.content.writing { try engine.truncate(file.lower, to: 0) }
+                    contentChanged(inode)
                 }
                 file.attach(fi)
                 configure(fi)
+                openFiles.add(file)
                 var entry = e
-                if fuse_reply_create(req, &entry, fi) != 0 { OpenFile.detach(fi) }
+                if fuse_reply_create(req, &entry, fi) != 0 { openFiles.remove(file); OpenFile.detach(fi) }
             }
         }
     }
@@ -65,17 +67,20 @@ extension Layer {
         serve(req) {
             let inode = inodes.inode(ino)
             let (fd, readable) = try openLower(flags: fi.pointee.flags) { f in try inode.fd.reopen(f) }
-            let file = OpenFile(fd: fd, inode: inode, append: fi.pointee.flags & O_APPEND != 0, readable: readable)
+            let file = OpenFile(fd: fd, inode: inode, flags: fi.pointee.flags, readable: readable, opener: Opener(req, registry: openFiles))
             if fi.pointee.flags & O_TRUNC != 0 {
                 try inode.content.writing { try engine.truncate(file.lower, to: 0) }
+                contentChanged(inode)
             }
             file.attach(fi)
             configure(fi)
-            if fuse_reply_open(req, fi) != 0 { OpenFile.detach(fi) }
+            openFiles.add(file)
+            if fuse_reply_open(req, fi) != 0 { openFiles.remove(file); OpenFile.detach(fi) }
         }
     }
 
     func release(_ req: fuse_req_t, _ ino: fuse_ino_t, _ fi: UnsafeMutablePointer<fuse_file_info>) {
+        if let file = OpenFile.from(fi) { openFiles.remove(file) }
         OpenFile.detach(fi)
         fuse_reply_err(req, 0)
     }
@@ -110,6 +115,7 @@ extension Layer {
                 if !file.readable { try requireWholePages(file, offset: offset, count: size) }
                 try engine.write(file.lower, offset: offset, data: data)
             }
+            contentChanged(file.inode)
             fuse_reply_write(req, size)
             if placedElsewhere { invalidateLater(ino) }
         }
@@ -152,6 +158,7 @@ extension Layer {
                     throw Errno.EOPNOTSUPP
                 }
             }
+            contentChanged(file.inode)
             fuse_reply_err(req, 0)
         }
     }

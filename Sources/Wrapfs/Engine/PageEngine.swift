@@ -23,10 +23,12 @@ final class PageEngine {
     let headerSize: Int64
     private let pool = BufferPool()
     private let log: Logger
+    private let stats: Statistics
     /// The lower file system cannot allocate ahead (fallocate fails as unsupported).
     private let reservationUnsupported = Atomic<Bool>(false)
 
-    init(codec: Codec, log: Logger) {
+    init(codec: Codec, log: Logger, stats: Statistics) {
+        self.stats = stats
         self.codec = codec
         self.pageSize = Int64(codec.pageSize)
         self.slotSize = Int64(codec.slotSize)
@@ -186,6 +188,7 @@ final class PageEngine {
         let n: Int
         do {
             n = try codec.decode(slot, into: page, context: PageContext(index: UInt64(index), header: header))
+            stats.decoded(slot.count, into: n)
         } catch {
             reportCorrupt(file, page: index, reason: "\(error)")
             throw Errno.EIO
@@ -199,6 +202,7 @@ final class PageEngine {
 
     private func reportCorrupt(_ file: LowerFile, page: Int64?, reason: String) {
         let whereText = page.map { "page \($0)" } ?? "header"
+        stats.decodeFailed()
         log.error("decode failed: \(file.inode.lowerPathForLogs), \(whereText): \(reason)")
     }
 
@@ -418,7 +422,9 @@ final class PageEngine {
         let e: Int
         do {
             e = try codec.encode(page, into: slot, context: PageContext(index: UInt64(index), header: header))
+            stats.encoded(plain: page.count, into: e)
         } catch {
+            stats.encodeFailed()
             log.error("encode failed: page \(index): \(error)")
             throw Errno.EIO
         }

@@ -29,6 +29,15 @@ public final class Inode {
     let fileType: mode_t
     /// Kernel lookups not yet forgotten; guarded by the inode table's lock.
     var lookups: UInt64 = 0
+    /// The mounts (bit i: mount i) that have looked this file up: a change of its content
+    /// through one drops the others' cached pages. Bits are never cleared (a mount that forgot
+    /// the file answers the notification with ENOENT, harmlessly).
+    var seenBy: UInt64 { mountsSeen.load(ordering: .relaxed) }
+    func markSeen(by mount: Int) {
+        let bit = UInt64(1) << UInt64(mount)
+        if mountsSeen.load(ordering: .relaxed) & bit == 0 { mountsSeen.bitwiseOr(bit, ordering: .relaxed) }
+    }
+    private let mountsSeen = Atomic<UInt64>(0)
     /// Serialises the page engine's size changes and read-modify-write for this file only.
     let content = ReadWriteLock()
     /// The file's codec header, once read or written; guarded by `headerLock`.

@@ -1,12 +1,15 @@
-// InodeTable: lower files the kernel knows, keyed by (st_dev, st_ino), with lookup counts.
+// InodeTable: lower files the kernel knows, keyed by (st_dev, st_ino), with lookup counts;
+// shared by every mount (namespace) one daemon serves, each seeing it through an InodeView.
 import Glibc
 import CFuse
+import Synchronization
 
 /// Maps kernel node IDs to inodes. A node ID is the address of its `Inode` (as in libfuse's
 /// passthrough_hp), so resolving one takes no lock; the table's lock guards only the
-/// (dev, ino) index and the lookup counts that `forget` lowers.
+/// (dev, ino) index and the lookup counts that `forget` lowers. One table serves all the
+/// daemon's mounts: a file hard-linked into two namespaces is one `Inode`, with one content
+/// lock, whichever mount reaches it.
 final class InodeTable {
-    let root: Inode
     private var byKey: [InodeKey: Inode] = [:]
     /// Inodes the kernel still knows whose key a newer inode took (see `remember`).
     private var displaced: [ObjectIdentifier: Inode] = [:]
@@ -16,26 +19,23 @@ final class InodeTable {
     /// libfuse's high-level API, such as bindfs, do not pin their backing files): check hits.
     let verifyHits: Bool
 
-    init(root: Inode) {
-        self.root = root
+    /// `lowerRoot` is any directory of the lower file system (its type decides `verifyHits`).
+    init(lowerRoot: FileDescriptor) {
+        verifyHits = wrapfs_fs_type(lowerRoot.rawValue) == 0x6573_5546  // FUSE_SUPER_MAGIC
+    }
+
+    /// The view of mount number `mount` (0...63), whose root directory is `root`.
+    func view(root: Inode, mount: Int) -> InodeView {
+        precondition(mount >= 0 && mount < 64)
         root.lookups = 1  // never forgotten
-        verifyHits = wrapfs_fs_type(root.fd.rawValue) == 0x6573_5546  // FUSE_SUPER_MAGIC
+        root.markSeen(by: mount)
+        return InodeView(table: self, root: root, mount: mount)
     }
 
-    func inode(_ id: fuse_ino_t) -> Inode {
-        if id == FUSE_ROOT_ID { return root }
-        return Unmanaged<Inode>.fromOpaque(UnsafeRawPointer(bitPattern: UInt(id))!).takeUnretainedValue()
-    }
-
-    func id(of inode: Inode) -> fuse_ino_t {
-        if inode === root { return fuse_ino_t(FUSE_ROOT_ID) }
-        return fuse_ino_t(UInt(bitPattern: Unmanaged.passUnretained(inode).toOpaque()))
-    }
-
-    /// Records one kernel lookup of the file open as `fd` (O_PATH) with status `st`; returns its
-    /// inode. If the file is known already, `fd` is closed and the known inode is returned.
-    /// A known inode that turns out to be another file (see `verifyHits`) is replaced, not reused.
-    func remember(fd: FileDescriptor, stat st: stat) -> Inode {
+    /// Records one kernel lookup, by mount `mount`, of the file open as `fd` (O_PATH) with status
+    /// `st`; returns its inode. If the file is known already, `fd` is closed and the known inode is
+    /// returned. A known inode that turns out to be another file (see `verifyHits`) is replaced.
+    fileprivate func remember(fd: FileDescriptor, stat st: stat, root: Inode, mount: Int) -> Inode {
         let key = InodeKey(st)
         if key == root.key {
             fd.close()
@@ -53,28 +53,24 @@ final class InodeTable {
             if let displaced = byKey.updateValue(inode, forKey: key) { self.displaced[ObjectIdentifier(displaced)] = displaced }
             return (inode, true)
         }
+        inode.markSeen(by: mount)
         if !fresh { fd.close() }
         return inode
     }
 
-    /// Records one more kernel lookup of a file known as `key` with type `type`, if the table
-    /// holds it; nil otherwise (and always on lower FUSE file systems, see `verifyHits`).
-    /// Safe on local file systems: the held O_PATH descriptor pins the inode, so its number
-    /// cannot have been given to another file.
-    func rememberKnown(_ key: InodeKey, type: mode_t) -> Inode? {
+    fileprivate func rememberKnown(_ key: InodeKey, type: mode_t, root: Inode, mount: Int) -> Inode? {
         if verifyHits { return nil }
-        return lock.locked {
+        let known = lock.locked { () -> Inode? in
             guard let known = byKey[key], known.fileType == type, known !== root else { return nil }
             known.lookups += 1
             return known
         }
+        known?.markSeen(by: mount)
+        return known
     }
 
-    /// Lowers the lookup count by `count`; the inode (and its descriptor) goes at zero.
-    func forget(_ id: fuse_ino_t, count: UInt64) {
-        if id == FUSE_ROOT_ID { return }
+    fileprivate func forget(_ inode: Inode, count: UInt64) {
         var doomed = lock.locked { () -> Inode? in
-            let inode = self.inode(id)
             inode.lookups -= min(count, inode.lookups)
             guard inode.lookups == 0 else { return nil }
             if byKey[inode.key] === inode { return byKey.removeValue(forKey: inode.key) }
@@ -87,4 +83,46 @@ final class InodeTable {
 
     /// Closes of forgotten inodes' descriptors in progress.
     let closing = WorkCounter()
+}
+
+/// One mount's view of the shared table: its root answers to FUSE_ROOT_ID, every other inode
+/// to its address (the same in every mount, so one file has one node ID everywhere).
+struct InodeView {
+    let table: InodeTable
+    let root: Inode
+    /// This mount's number, for `Inode.seenBy`.
+    let mount: Int
+
+    var verifyHits: Bool { table.verifyHits }
+    var closing: WorkCounter { table.closing }
+
+    func inode(_ id: fuse_ino_t) -> Inode {
+        if id == FUSE_ROOT_ID { return root }
+        return Unmanaged<Inode>.fromOpaque(UnsafeRawPointer(bitPattern: UInt(id))!).takeUnretainedValue()
+    }
+
+    func id(of inode: Inode) -> fuse_ino_t {
+        if inode === root { return fuse_ino_t(FUSE_ROOT_ID) }
+        return fuse_ino_t(UInt(bitPattern: Unmanaged.passUnretained(inode).toOpaque()))
+    }
+
+    /// Records one kernel lookup of the file open as `fd` (O_PATH) with status `st` (see
+    /// `InodeTable.remember`).
+    func remember(fd: FileDescriptor, stat st: stat) -> Inode {
+        table.remember(fd: fd, stat: st, root: root, mount: mount)
+    }
+
+    /// Records one more kernel lookup of a file known as `key` with type `type`, if the table
+    /// holds it; nil otherwise (and always on lower FUSE file systems, see `verifyHits`).
+    /// Safe on local file systems: the held O_PATH descriptor pins the inode, so its number
+    /// cannot have been given to another file.
+    func rememberKnown(_ key: InodeKey, type: mode_t) -> Inode? {
+        table.rememberKnown(key, type: type, root: root, mount: mount)
+    }
+
+    /// Lowers the lookup count by `count`; the inode (and its descriptor) goes at zero.
+    func forget(_ id: fuse_ino_t, count: UInt64) {
+        if id == FUSE_ROOT_ID { return }
+        table.forget(inode(id), count: count)
+    }
 }

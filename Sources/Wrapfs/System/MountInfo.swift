@@ -6,6 +6,10 @@ import CFuse
 public struct MountInfo {
     public let point: String
     public let device: dev_t
+    /// The file-system type ("fuse.wrapfs" for a layer).
+    public let type: String
+    /// For FUSE mounts, the user who mounted (the `user_id=` super option).
+    public let fuseOwner: uid_t?
 
     /// Every mount, in mount order (a later one on the same point covers the earlier).
     public static func all() -> [MountInfo] {
@@ -20,7 +24,12 @@ public struct MountInfo {
             guard fields.count > 4 else { continue }
             let mm = fields[2].split(separator: ":")
             guard mm.count == 2, let major = UInt32(mm[0]), let minor = UInt32(mm[1]) else { continue }
-            result.append(MountInfo(point: unescape(fields[4]), device: wrapfs_makedev(major, minor)))
+            // After the optional fields and "-": type, source, super options.
+            let rest = fields.drop { $0 != "-" }.dropFirst()
+            let type = rest.first.map(String.init) ?? ""
+            let superOptions = rest.dropFirst(2).first?.split(separator: ",") ?? []
+            let owner = superOptions.first { $0.hasPrefix("user_id=") }.flatMap { uid_t($0.dropFirst(8)) }
+            result.append(MountInfo(point: unescape(fields[4]), device: wrapfs_makedev(major, minor), type: type, fuseOwner: owner))
         }
         return result
     }

@@ -56,8 +56,20 @@ final class Child {
         let env = ProcessInfo.processInfo.environment.merging(environment ?? [:]) { $1 }
         let cEnv = env.map { strdup("\($0.key)=\($0.value)") } + [nil]
         defer { cArgs.forEach { free($0) }; cEnv.forEach { free($0) } }
+        // Children start with no signal blocked and the usual dispositions, whatever the test
+        // runner's threads have blocked or ignored (SIGTERM must end a `sleep` or a daemon).
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        var none = sigset_t(), defaults = sigset_t()
+        sigemptyset(&none)
+        sigemptyset(&defaults)
+        for s in [SIGTERM, SIGINT, SIGHUP, SIGPIPE, SIGQUIT] { sigaddset(&defaults, s) }
+        posix_spawnattr_setsigmask(&attributes, &none)
+        posix_spawnattr_setsigdefault(&attributes, &defaults)
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
         var pid: pid_t = 0
-        let rc = posix_spawn(&pid, tool, &actions, nil, cArgs, cEnv)
+        let rc = posix_spawn(&pid, tool, &actions, &attributes, cArgs, cEnv)
         guard rc == 0 else { throw POSIXError(POSIXErrorCode(rawValue: rc) ?? .EIO) }
         self.pid = pid
     }
