@@ -212,4 +212,20 @@ static inline int wrapfs_peer_uid(int fd, uid_t *uid) {
     return 0;
 }
 
+
+// Calls the libc compatibility tests make that Swift cannot reach directly (GNU extensions,
+// macros over macros).
+#include <sys/sendfile.h>
+static inline ssize_t wrapfs_copy_file_range(int in, loff_t *in_off, int out, loff_t *out_off, size_t len) {
+    return copy_file_range(in, in_off, out, out_off, len, 0);
+}
+static inline ssize_t wrapfs_sendfile(int out, int in, off_t *offset, size_t count) { return sendfile(out, in, offset, count); }
+static inline ssize_t wrapfs_splice(int in, loff_t *in_off, int out, loff_t *out_off, size_t len) {
+    return splice(in, in_off, out, out_off, len, 0);
+}
+static const int wrapfs_o_tmpfile = O_TMPFILE;
+static const int wrapfs_f_ofd_setlk = F_OFD_SETLK;
+static const int wrapfs_f_ofd_getlk = F_OFD_GETLK;
+static const unsigned long wrapfs_fs_ioc_getflags = FS_IOC_GETFLAGS;
+
 #endif

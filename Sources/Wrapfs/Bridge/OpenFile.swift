@@ -28,8 +28,6 @@ extension FileHandleObject {
 final class OpenFile: FileHandleObject {
     let fd: FileDescriptor
     let inode: Inode
-    /// Writes go to the logical end of file, found under the inode lock.
-    let append: Bool
     /// The lower descriptor can be read (needed for read-modify-write).
     let readable: Bool
     /// The upper open flags and who opened the file, for `status`.
@@ -39,7 +37,6 @@ final class OpenFile: FileHandleObject {
     init(fd: FileDescriptor, inode: Inode, flags: Int32, readable: Bool, opener: Opener) {
         self.fd = fd
         self.inode = inode
-        self.append = flags & O_APPEND != 0
         self.readable = readable
         self.flags = flags
         self.opener = opener

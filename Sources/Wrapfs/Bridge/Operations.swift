@@ -19,6 +19,7 @@ extension Layer {
         ops.forget_multi = { req, count, list in Layer.of(req).timed(.forget) { $0.forgetMany(req!, count, list!) } }
         ops.getattr = { req, ino, fi in Layer.of(req).timed(.getattr) { $0.getattr(req!, ino, fi) } }
         ops.setattr = { req, ino, attr, toSet, fi in Layer.of(req).timed(.setattr) { $0.setattr(req!, ino, attr!.pointee, toSet, fi) } }
+        ops.access = { req, ino, mask in Layer.of(req).timed(.access) { $0.access(req!, ino, mask) } }
         ops.statfs = { req, ino in Layer.of(req).timed(.statfs) { $0.statfs(req!, ino) } }
         // names
         ops.mknod = { req, parent, name, mode, rdev in Layer.of(req).timed(.mknod) { $0.mknod(req!, parent, name!, mode, rdev) } }

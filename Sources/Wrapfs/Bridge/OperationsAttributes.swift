@@ -29,6 +29,44 @@ extension Layer {
         fuse_reply_none(req)
     }
 
+    /// access(2) and faccessat(2) without `default_permissions` (with it, the kernel decides
+    /// alone): the mode bits of the lower file against the caller, as a local file system
+    /// checks them (ACLs aside). Root may read and write anything, and execute what has an x bit.
+    func access(_ req: fuse_req_t, _ ino: fuse_ino_t, _ mask: Int32) {
+        serve(req) {
+            let st = try lowerStat(inodes.inode(ino).fd)
+            let want = mode_t(mask & (R_OK | W_OK | X_OK))
+            guard want != 0, let ctx = fuse_req_ctx(req)?.pointee else { fuse_reply_err(req, 0); return }
+            let mode = st.st_mode
+            if ctx.uid == 0 {
+                let executable = mode & S_IFMT == S_IFDIR || mode & (S_IXUSR | S_IXGRP | S_IXOTH) != 0
+                if want & mode_t(X_OK) != 0 && !executable { throw Errno.EACCES }
+            } else {
+                let bits: mode_t
+                if ctx.uid == st.st_uid {
+                    bits = (mode >> 6) & 7
+                } else if ctx.gid == st.st_gid || Self.groups(of: req).contains(st.st_gid) {
+                    bits = (mode >> 3) & 7
+                } else {
+                    bits = mode & 7
+                }
+                if want & ~bits != 0 { throw Errno.EACCES }
+            }
+            fuse_reply_err(req, 0)
+        }
+    }
+
+    /// The caller's supplementary groups (libfuse reads them from /proc).
+    private static func groups(of req: fuse_req_t) -> [gid_t] {
+        var list = [gid_t](repeating: 0, count: 64)
+        let n = fuse_req_getgroups(req, Int32(list.count), &list)
+        if n > list.count {
+            list = [gid_t](repeating: 0, count: Int(n))
+            return Array(list.prefix(Int(max(0, fuse_req_getgroups(req, Int32(list.count), &list)))))
+        }
+        return Array(list.prefix(Int(max(0, n))))
+    }
+
     func getattr(_ req: fuse_req_t, _ ino: fuse_ino_t, _ fi: UnsafeMutablePointer<fuse_file_info>?) {
         serve(req) {
             let inode = inodes.inode(ino)

@@ -105,7 +105,8 @@ extension Layer {
             var placedElsewhere = false
             try file.inode.content.writing {
                 var offset = Int64(off)
-                if file.append && wrapfs_fi_writepage(fi) == 0 {
+                // O_APPEND as the file is now: fcntl(F_SETFL) may have set or cleared it since open.
+                if fi.pointee.flags & O_APPEND != 0 && wrapfs_fi_writepage(fi) == 0 {
                     // Appends land at the logical end of file as it is now, whatever the kernel thought.
                     // (Page-cache writeback may pick an O_APPEND handle: those writes keep their offset.)
                     let end = try engine.sizes(file.lower).logical

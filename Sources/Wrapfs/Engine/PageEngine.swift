@@ -591,12 +591,18 @@ final class PageEngine {
         }
         var page = offset / pageSize
         if whence == SEEK_DATA {
-            let r: Int64
-            do { r = try file.fd.seek(slotStart(page), whence: SEEK_DATA) } catch let e as Errno where e == .ENXIO { throw Errno.ENXIO }
-            let p = max((r - headerSize) / slotSize, page)
-            let result = max(offset, p * pageSize)
-            if result >= size { throw Errno.ENXIO }
-            return result
+            while true {
+                let r: Int64
+                do { r = try file.fd.seek(slotStart(page), whence: SEEK_DATA) } catch let e as Errno where e == .ENXIO { throw Errno.ENXIO }
+                let p = max((r - headerSize) / slotSize, page)
+                if p * pageSize >= size { throw Errno.ENXIO }
+                // Slots need not be block-aligned: a lower block holding one slot's tail (or the
+                // header) is data for the next slot too. Bytes decide.
+                if try !slotIsZero(file, p, lowerSize: lowerSize) && !lastPageIsZeros(file, p, size: size, lowerSize: lowerSize) {
+                    return max(offset, p * pageSize)
+                }
+                page = p + 1
+            }
         }
         // SEEK_HOLE: the first page whose slot is all zeros, or the end of file. Slots need not
         // be block-aligned, so the lower answers only narrow the search; bytes decide, and
@@ -605,7 +611,8 @@ final class PageEngine {
         while page < lastPage {
             let r = try file.fd.seek(slotStart(page), whence: SEEK_HOLE)
             if r >= lowerSize { return size }
-            let candidate = max(page, (r - headerSize + slotSize - 1) / slotSize)
+            // The slot holding the lower hole's start may have only zeros in its allocated part.
+            let candidate = max(page, (r - headerSize) / slotSize)
             if candidate >= lastPage { return size }
             let next: Int64
             do { next = try file.fd.seek(slotStart(candidate), whence: SEEK_DATA) } catch let e as Errno where e == .ENXIO { next = lowerSize }
@@ -615,6 +622,17 @@ final class PageEngine {
             page = max(candidate + 1, (next - headerSize) / slotSize)
         }
         return size
+    }
+
+    /// Whether `index` is the last page and holds only zeros: a file grown by truncate stores
+    /// its last page (it carries the size), which a local file system would show as a hole.
+    private func lastPageIsZeros(_ file: LowerFile, _ index: Int64, size: Int64, lowerSize: Int64) throws -> Bool {
+        guard index == (size - 1) / pageSize else { return false }
+        let h = try header(file, lowerSize: lowerSize, create: false)
+        return try pool.with(Int(pageSize)) { page in
+            try loadPage(file, header: h, index: index, size: size, lowerSize: lowerSize, into: page)
+            return UnsafeRawBufferPointer(page).isAllZero
+        }
     }
 
     private func slotIsZero(_ file: LowerFile, _ index: Int64, lowerSize: Int64) throws -> Bool {
