@@ -7,6 +7,11 @@ extension Layer {
         if isShadowRoot(parent) { return shadowLookup(req, name) }
         serve(req) {
             let dir = inodes.inode(parent)
+            // The kernel resolves "." and ".." itself; should either come here, ".." at the root
+            // stays at the root (a namespace never reaches the rest of LOWER).
+            if strcmp(name, ".") == 0 || (strcmp(name, "..") == 0 && dir === inodes.root) {
+                return reply(req, entry: try entryParameters(inodes.remember(fd: try dir.fd.openAt(".", O_PATH | O_DIRECTORY), stat: try dir.fd.stat())))
+            }
             let lname: [CChar]
             do { lname = try lowerName(name, in: dir) } catch let e as Errno where e == .EPERM { throw Errno.ENOENT }
             do {
