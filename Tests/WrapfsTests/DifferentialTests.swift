@@ -34,6 +34,11 @@ struct DifferentialTests {
     @Test("the chain gzip,rot in one layer", .timeLimit(.minutes(10)), arguments: seeds.prefix(1))
     func gzipRotChain(seed: UInt64) throws { try Self.check(["gzip,rot"], seed: seed) }
 
+    @Test("with the FUSE writeback cache (--writeback-cache)", .timeLimit(.minutes(10)), arguments: ["identity", "gzip", "aes-gcm"])
+    func writebackCache(codec: String) throws {
+        try Self.check([codec], seed: 6, operations: 3_000, extra: ["--writeback-cache"])
+    }
+
     @Test("gzip stacked under rot", .timeLimit(.minutes(10)), arguments: seeds)
     func gzipUnderRot(seed: UInt64) throws { try Self.check(["gzip", "rot"], seed: seed) }
 }

@@ -24,6 +24,10 @@ final class MountGroup: @unchecked Sendable {
     func setSession(_ se: OpaquePointer?, mount: Int) { lock.locked { sessions[mount] = se } }
     func session(_ mount: Int) -> OpaquePointer? { lock.locked { sessions[mount] } }
 
+    /// Waits for invalidations still running (one that outlived its wait must not outlive the
+    /// session it writes to).
+    func quiesce() { notifier.sync(flags: .barrier) {} }
+
     /// Drops every other mount's cached pages and attributes of `inode`, whose content `mount`
     /// just changed. Called after the content lock is released, before the change is answered,
     /// so the other mounts read the new bytes as soon as the writer's call returns. The kernel

@@ -168,6 +168,10 @@ extension Layer {
         serve(req) {
             guard let file = OpenFile.from(fi) else { throw Errno.EBADF }
             guard whence == SEEK_DATA || whence == SEEK_HOLE else { throw Errno.EINVAL }
+            // With the writeback cache, written pages may still sit dirty in the kernel, unseen
+            // by the lower file: a hole found there could be data. ENOSYS makes the kernel answer
+            // itself for this mount (all data, the hole at the end): valid, if coarse.
+            if options.writebackCache { throw Errno.ENOSYS }
             let r = try file.inode.content.reading { try engine.seek(file.lower, offset: Int64(off), whence: whence) }
             fuse_reply_lseek(req, off_t(r))
         }

@@ -53,8 +53,9 @@ extension Layer {
         }
         var sessions: [OpaquePointer] = []
         defer {
-            for (i, se) in sessions.enumerated().reversed() {
-                mounts[i].layer.session = nil
+            for (i, _) in sessions.enumerated() { mounts[i].layer.session = nil }
+            mounts[0].layer.group.quiesce()
+            for se in sessions.reversed() {
                 fuse_session_unmount(se)
                 fuse_session_destroy(se)
             }
@@ -97,6 +98,7 @@ extension Layer {
             loops.enter()
             Thread {
                 layer.serve(OpaquePointer(bitPattern: bits)!)
+                layer.session = nil  // unmounted: the other mounts stop notifying it
                 loops.leave()
             }.start()
         }
