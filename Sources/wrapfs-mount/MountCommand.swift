@@ -38,7 +38,8 @@ struct MountCommand: ParsableCommand {
     @Flag(help: "Keep cached pages across opens.") var keepCache = false
     @Option(help: ArgumentHelp("When cached pages are dropped: open (at every open and change, as NFS) or explicit (only by refresh or a write through this layer; for files shared across machines).", discussion: "Default: explicit for the identity shim, open for every other codec.", valueName: "open|explicit"))
     var coherence: String?
-    @Flag(help: "Let the kernel gather writes (FUSE writeback cache).") var writebackCache = false
+    @Flag(help: "Let the kernel gather writes (FUSE writeback cache): faster small writes, but errors such as ENOSPC come at fsync or close, not at write, and the kernel keeps file sizes itself.")
+    var writebackCache = false
     @Option(help: "Seconds the kernel caches attributes.") var attrTimeout: Double = 1
     @Option(help: "Seconds the kernel caches names.") var entryTimeout: Double = 1
     @Option(help: "Seconds the kernel caches missing names.") var negativeTimeout: Double = 1
@@ -65,6 +66,9 @@ struct MountCommand: ParsableCommand {
             if namespaces.count > 64 { throw ValidationError("at most 64 namespaces") }
         } else if mountpoint == nil {
             throw ValidationError("give the lower directory and the mount point (or --shim MOUNTPOINT, or --namespace NAME=MOUNTPOINT)")
+        }
+        if writebackCache && !namespaces.isEmpty {
+            throw ValidationError("--writeback-cache cannot serve namespaces: the kernel would keep each mount's file sizes apart")
         }
         if let threads, threads < 1 || threads > 1024 { throw ValidationError("--threads must be between 1 and 1024") }
         if maxWrite < 4096 || maxWrite > 1 << 20 { throw ValidationError("--max-write must be between 4096 and 1048576") }
@@ -115,6 +119,8 @@ struct MountCommand: ParsableCommand {
         options.keepCache = keepCache
         // The identity shim serves applications that keep shared files coherent themselves.
         options.coherence = coherence.flatMap(Coherence.init(rawValue:)) ?? (codec.name == "identity" ? .explicit : .open)
+        // Off by default although it wins the benchmark (docs/BENCHMARK.md): with it a full lower
+        // disk fails fsync and close instead of the write, after the data was accepted.
         options.writebackCache = writebackCache
         options.attributeTimeout = attrTimeout
         options.entryTimeout = entryTimeout

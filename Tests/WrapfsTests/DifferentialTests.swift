@@ -34,11 +34,15 @@ struct DifferentialTests {
     @Test("the chain gzip,rot in one layer", .timeLimit(.minutes(10)), arguments: seeds.prefix(1))
     func gzipRotChain(seed: UInt64) throws { try Self.check(["gzip,rot"], seed: seed) }
 
-    @Test("with the FUSE writeback cache (--writeback-cache)", .timeLimit(.minutes(10)), arguments: ["identity", "gzip", "aes-gcm"])
-    func writebackCache(codec: String) throws {
-        try Self.check([codec], seed: 6, operations: 3_000, extra: ["--writeback-cache"])
-    }
-
     @Test("gzip stacked under rot", .timeLimit(.minutes(10)), arguments: seeds)
     func gzipUnderRot(seed: UInt64) throws { try Self.check(["gzip", "rot"], seed: seed) }
+}
+
+/// A suite of its own so that it runs beside the long checker suite rather than after it.
+@Suite("Differential checker, writeback cache", .serialized, .enabled(if: Fuse.required, "needs /dev/fuse"))
+struct WritebackCacheTests {
+    @Test("with the FUSE writeback cache (--writeback-cache)", .timeLimit(.minutes(10)), arguments: ["identity", "gzip", "aes-gcm"])
+    func writebackCache(codec: String) throws {
+        try DifferentialTests.check([codec], seed: 6, operations: 3_000, extra: ["--writeback-cache"])
+    }
 }

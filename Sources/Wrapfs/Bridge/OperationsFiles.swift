@@ -1,4 +1,5 @@
 // Operations on file content: create, open, read, write, release, fsync, fallocate, lseek.
+import Dispatch
 import Foundation
 import Glibc
 import CFuse
@@ -168,13 +169,26 @@ extension Layer {
         serve(req) {
             guard let file = OpenFile.from(fi) else { throw Errno.EBADF }
             guard whence == SEEK_DATA || whence == SEEK_HOLE else { throw Errno.EINVAL }
-            // With the writeback cache, written pages may still sit dirty in the kernel, unseen
-            // by the lower file: a hole found there could be data. ENOSYS makes the kernel answer
-            // itself for this mount (all data, the hole at the end): valid, if coarse.
-            if options.writebackCache { throw Errno.ENOSYS }
+            if options.writebackCache { try flushKernelPages(ino) }
             let r = try file.inode.content.reading { try engine.seek(file.lower, offset: Int64(off), whence: whence) }
             fuse_reply_lseek(req, off_t(r))
         }
+    }
+
+    /// With the writeback cache, written pages may still sit dirty in the kernel, unseen by the
+    /// lower file (a hole found there could be data). An invalidation makes the kernel write them
+    /// back first (as write requests, which other worker threads serve) and is awaited here. With
+    /// one thread that would deadlock: ENOSYS then lets the kernel answer lseek itself for this
+    /// mount (all data, the hole at the end): valid, if coarse.
+    private func flushKernelPages(_ ino: fuse_ino_t) throws {
+        guard !options.singleThreaded, let se = session else { throw Errno.ENOSYS }
+        let bits = UInt(bitPattern: se)
+        let done = DispatchSemaphore(value: 0)
+        refreshQueue.async {
+            _ = fuse_lowlevel_notify_inval_inode(OpaquePointer(bitPattern: bits), ino, 0, 0)
+            done.signal()
+        }
+        done.wait()
     }
 
     /// Drops the kernel's cached pages of `ino` once the current request is answered
