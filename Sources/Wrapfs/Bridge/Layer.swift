@@ -65,7 +65,10 @@ public final class Layer {
             guard !name.isEmpty, name != ".", name != "..", !name.contains("/"),
                   !options.hiddenRootNames.contains(name) else { throw Errno.EINVAL }
             do { _ = try sys { mkdirat(base.rawValue, name, 0o755) } } catch let e as Errno where e == .EEXIST {}
-            let root = try openRoot(lower + "/" + name, followingLink: false)
+            // Relative to LOWER as opened above, never through a symlink: it cannot point outside.
+            let fd = try name.withCString { try base.openAt($0, O_PATH | O_DIRECTORY | O_NOFOLLOW) }
+            let root: Inode
+            do { root = Inode(fd: fd, stat: try fd.stat()) } catch { fd.close(); throw error }
             var options = options
             options.hiddenRootNames = []  // the volume file lives in LOWER, outside every namespace
             return Layer(root: root, group: group, mount: i, lowerPath: lower + "/" + name, codec: codec,
@@ -73,10 +76,9 @@ public final class Layer {
         }
     }
 
-    /// The root directory's inode: an O_PATH descriptor of `path` (a namespace's never through
-    /// a symlink, so it cannot be pointed outside LOWER).
-    private static func openRoot(_ path: String, followingLink: Bool = true) throws -> Inode {
-        let fd = try FileDescriptor.open(path, O_PATH | O_DIRECTORY | (followingLink ? 0 : O_NOFOLLOW))
+    /// The root directory's inode: an O_PATH descriptor of `path`.
+    private static func openRoot(_ path: String) throws -> Inode {
+        let fd = try FileDescriptor.open(path, O_PATH | O_DIRECTORY)
         do { return Inode(fd: fd, stat: try fd.stat()) } catch { fd.close(); throw error }
     }
 

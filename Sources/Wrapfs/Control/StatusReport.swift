@@ -51,7 +51,7 @@ extension Layer {
         var edges: [[String: Any]] = []
         var files: [[String: Any]] = []
         for file in open {
-            let handle = "fh:" + String(UInt(bitPattern: ObjectIdentifier(file).hashValue), radix: 16)
+            let handle = "fh:" + String(UInt(bitPattern: ObjectIdentifier(file)), radix: 16)
             processes[file.opener.pid] = file.opener.command
             files.append(["id": handle, "pid": file.opener.pid, "mode": Self.modeText(file.flags),
                           "inode": "inode:\(inodes.id(of: file.inode))"])
