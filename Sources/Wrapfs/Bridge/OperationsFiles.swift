@@ -1,6 +1,5 @@
 // Operations on file content: create, open, read, write, release, fsync, fallocate, lseek.
 import Dispatch
-import Foundation
 import Glibc
 import CFuse
 
@@ -55,11 +54,9 @@ extension Layer {
                     try inode.content.writing { try engine.truncate(file.lower, to: 0) }
                     contentChanged(inode)
                 }
-                file.attach(fi)
-                configure(fi)
-                openFiles.add(file)
+                hold(file, fi)
                 var entry = e
-                if fuse_reply_create(req, &entry, fi) != 0 { openFiles.remove(file); OpenFile.detach(fi) }
+                if fuse_reply_create(req, &entry, fi) != 0 { letGo(fi) }
             }
         }
     }
@@ -73,17 +70,27 @@ extension Layer {
                 try inode.content.writing { try engine.truncate(file.lower, to: 0) }
                 contentChanged(inode)
             }
-            file.attach(fi)
-            configure(fi)
-            openFiles.add(file)
-            if fuse_reply_open(req, fi) != 0 { openFiles.remove(file); OpenFile.detach(fi) }
+            hold(file, fi)
+            if fuse_reply_open(req, fi) != 0 { letGo(fi) }
         }
     }
 
     func release(_ req: fuse_req_t, _ ino: fuse_ino_t, _ fi: UnsafeMutablePointer<fuse_file_info>) {
+        letGo(fi)
+        fuse_reply_err(req, 0)
+    }
+
+    /// Makes `file` the handle of this open (with its caching mode) and lists it for `status`.
+    private func hold(_ file: OpenFile, _ fi: UnsafeMutablePointer<fuse_file_info>) {
+        file.attach(fi)
+        configure(fi)
+        openFiles.add(file)
+    }
+
+    /// Ends what `hold` began: at release, or when the open's reply could not be sent.
+    private func letGo(_ fi: UnsafeMutablePointer<fuse_file_info>) {
         if let file = OpenFile.from(fi) { openFiles.remove(file) }
         OpenFile.detach(fi)
-        fuse_reply_err(req, 0)
     }
 
     func read(_ req: fuse_req_t, _ ino: fuse_ino_t, _ size: Int, _ off: off_t, _ fi: UnsafeMutablePointer<fuse_file_info>) {
@@ -119,7 +126,8 @@ extension Layer {
             }
             contentChanged(file.inode)
             fuse_reply_write(req, size)
-            if placedElsewhere { invalidateLater(ino) }
+            // Off the request's thread: from inside it the kernel may hold the pages we would wait for.
+            if placedElsewhere { invalidateKernelPages(ino) }
         }
     }
 
@@ -181,23 +189,9 @@ extension Layer {
     /// one thread that would deadlock: ENOSYS then lets the kernel answer lseek itself for this
     /// mount (all data, the hole at the end): valid, if coarse.
     private func flushKernelPages(_ ino: fuse_ino_t) throws {
-        guard !options.singleThreaded, let se = session else { throw Errno.ENOSYS }
-        let bits = UInt(bitPattern: se)
+        guard !options.singleThreaded else { throw Errno.ENOSYS }
         let done = DispatchSemaphore(value: 0)
-        refreshQueue.async {
-            _ = fuse_lowlevel_notify_inval_inode(OpaquePointer(bitPattern: bits), ino, 0, 0)
-            done.signal()
-        }
+        guard invalidateKernelPages(ino, then: { done.signal() }) else { throw Errno.ENOSYS }
         done.wait()
-    }
-
-    /// Drops the kernel's cached pages of `ino` once the current request is answered
-    /// (from inside a request the kernel may hold the pages we would wait for).
-    func invalidateLater(_ ino: fuse_ino_t) {
-        guard let se = session else { return }
-        let raw = UInt(bitPattern: se)
-        Thread {
-            _ = fuse_lowlevel_notify_inval_inode(OpaquePointer(bitPattern: raw), ino, 0, 0)
-        }.start()
     }
 }

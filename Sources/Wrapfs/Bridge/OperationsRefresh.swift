@@ -1,4 +1,4 @@
-// ioctl: the refresh request ("reverse msync") that drops the cached pages of a byte range.
+// ioctl: the refresh request ("reverse msync"), and the invalidation of kernel pages it and others use.
 import Dispatch
 import Glibc
 import CFuse
@@ -18,12 +18,26 @@ extension Layer {
         // What the layer itself remembers of the lower file may be stale too.
         let inode = inodes.inode(ino)
         inode.lastRecord = nil
-        guard let se = session else { fuse_reply_ioctl(req, 0, nil, 0); return }
-        let sessionBits = UInt(bitPattern: se), requestBits = UInt(bitPattern: req)
-        refreshQueue.async {
-            // ENOENT: the kernel holds nothing of this inode, which is what was asked.
-            _ = fuse_lowlevel_notify_inval_inode(OpaquePointer(bitPattern: sessionBits), ino, off_t(offset), off_t(length))
+        let requestBits = UInt(bitPattern: req)
+        let queued = invalidateKernelPages(ino, offset: Int64(offset), length: Int64(length)) {
             fuse_reply_ioctl(OpaquePointer(bitPattern: requestBits), 0, nil, 0)
         }
+        if !queued { fuse_reply_ioctl(req, 0, nil, 0) }
+    }
+
+    /// Has the kernel drop its cached pages of `ino` from `offset` for `length` bytes (0, 0: all),
+    /// writing dirty ones back first (as write requests, which the worker threads serve): on the
+    /// refresh queue, never on a request's thread, then runs `then` there. ENOENT (the kernel
+    /// holds nothing of the inode) counts as done. False, and nothing run, without a session.
+    @discardableResult
+    func invalidateKernelPages(_ ino: fuse_ino_t, offset: Int64 = 0, length: Int64 = 0,
+                               then: @escaping () -> Void = {}) -> Bool {
+        guard let se = session else { return false }
+        let sessionBits = UInt(bitPattern: se)
+        refreshQueue.async {
+            _ = fuse_lowlevel_notify_inval_inode(OpaquePointer(bitPattern: sessionBits), ino, off_t(offset), off_t(length))
+            then()
+        }
+        return true
     }
 }

@@ -111,7 +111,7 @@ extension Layer {
         for (i, part) in parts.enumerated() {
             let upper = String(part).withCString { shownName($0, inDirectory: dir.rawValue) }
             guard let upper else { return nil }
-            shown.append(String(decoding: upper.dropLast().map { UInt8(bitPattern: $0) }, as: UTF8.self))
+            shown.append(String(cString: upper))
             if i < parts.count - 1 {
                 guard let next = try? String(part).withCString({ try dir.openAt($0, O_PATH | O_NOFOLLOW | O_DIRECTORY) }) else { return nil }
                 opened.append(next)
@@ -137,7 +137,7 @@ extension Layer {
                 if strcmp(lname, ".") == 0 || strcmp(lname, "..") == 0 { continue }
                 if isRoot && isHidden(Layer.bytes(lname)) { continue }
                 guard let upper = shownName(lname, inDirectory: fd) else { continue }
-                let name = path + "/" + String(decoding: upper.dropLast().map { UInt8(bitPattern: $0) }, as: UTF8.self)
+                let name = path + "/" + String(cString: upper)
                 let key = InodeKey(dev: dirFd.key.dev, ino: UInt64(ent.pointee.d_ino))
                 if keys.contains(key) { found[key, default: []].append(name) }
                 if ent.pointee.d_type == UInt8(DT_DIR), let sub = try? FileDescriptor(rawValue: fd).openAt(lname, O_PATH | O_NOFOLLOW | O_DIRECTORY) {

@@ -11,18 +11,19 @@ final class CallLog {
     /// A call returning -1 and errno on failure: records "ok" or the errno's name.
     @discardableResult
     func call<T: BinaryInteger>(_ label: String, _ result: @autoclosure () -> T) -> T {
-        errno = 0
-        let r = result()
-        lines.append("\(label)=" + (r < 0 ? "-1 \(errnoName(errno))" : "ok"))
-        return r
+        record(label, result(), showingValue: false)
     }
 
     /// A call whose non-negative result matters (a byte count, a size, an offset).
     @discardableResult
     func value<T: BinaryInteger>(_ label: String, _ result: @autoclosure () -> T) -> T {
+        record(label, result(), showingValue: true)
+    }
+
+    private func record<T: BinaryInteger>(_ label: String, _ result: @autoclosure () -> T, showingValue: Bool) -> T {
         errno = 0
         let r = result()
-        lines.append("\(label)=" + (r < 0 ? "-1 \(errnoName(errno))" : "\(r)"))
+        lines.append("\(label)=" + (r < 0 ? "-1 \(errnoName(errno))" : showingValue ? "\(r)" : "ok"))
         return r
     }
 
