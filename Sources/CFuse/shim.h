@@ -2,9 +2,6 @@
 #ifndef WRAPFS_CFUSE_SHIM_H
 #define WRAPFS_CFUSE_SHIM_H
 
-#ifndef _GNU_SOURCE
-#define _GNU_SOURCE
-#endif
 #define FUSE_USE_VERSION 312
 #include <fuse_lowlevel.h>
 #include <fcntl.h>
@@ -202,10 +199,13 @@ static inline uint64_t wrapfs_monotonic_ns(void) {
 
 
 // The control socket: accept with close-on-exec, and the connecting process's user.
+// accept4 and struct ucred are GNU: the header must not define _GNU_SOURCE (Swift's Glibc module
+// sees glibc without it, and two views of one header fail a clean build), so they go by the kernel ABI.
 #include <sys/socket.h>
-static inline int wrapfs_accept(int fd) { return accept4(fd, NULL, NULL, SOCK_CLOEXEC); }
+struct wrapfs_ucred { pid_t pid; uid_t uid; gid_t gid; };
+static inline int wrapfs_accept(int fd) { return (int)syscall(SYS_accept4, fd, NULL, NULL, SOCK_CLOEXEC); }
 static inline int wrapfs_peer_uid(int fd, uid_t *uid) {
-    struct ucred cred;
+    struct wrapfs_ucred cred;
     socklen_t len = sizeof cred;
     if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) return -1;
     *uid = cred.uid;
@@ -213,19 +213,20 @@ static inline int wrapfs_peer_uid(int fd, uid_t *uid) {
 }
 
 
-// Calls the libc compatibility tests make that Swift cannot reach directly (GNU extensions,
-// macros over macros).
+// Calls the libc compatibility tests make that Swift cannot reach directly: GNU extensions (by
+// system call number and the kernel's constants, for the reason above) and macros over macros.
 #include <sys/sendfile.h>
-static inline ssize_t wrapfs_copy_file_range(int in, loff_t *in_off, int out, loff_t *out_off, size_t len) {
-    return copy_file_range(in, in_off, out, out_off, len, 0);
+static inline ssize_t wrapfs_copy_file_range(int in, int64_t *in_off, int out, int64_t *out_off, size_t len) {
+    return (ssize_t)syscall(SYS_copy_file_range, in, in_off, out, out_off, len, 0u);
 }
 static inline ssize_t wrapfs_sendfile(int out, int in, off_t *offset, size_t count) { return sendfile(out, in, offset, count); }
-static inline ssize_t wrapfs_splice(int in, loff_t *in_off, int out, loff_t *out_off, size_t len) {
-    return splice(in, in_off, out, out_off, len, 0);
+static inline ssize_t wrapfs_splice(int in, int64_t *in_off, int out, int64_t *out_off, size_t len) {
+    return (ssize_t)syscall(SYS_splice, in, in_off, out, out_off, len, 0u);
 }
-static const int wrapfs_o_tmpfile = O_TMPFILE;
-static const int wrapfs_f_ofd_setlk = F_OFD_SETLK;
-static const int wrapfs_f_ofd_getlk = F_OFD_GETLK;
+static inline int wrapfs_syncfs(int fd) { return (int)syscall(SYS_syncfs, fd); }
+static const int wrapfs_o_tmpfile = 020000000 | O_DIRECTORY;  // __O_TMPFILE of x86 and the generic ABI
+static const int wrapfs_f_ofd_getlk = 36;
+static const int wrapfs_f_ofd_setlk = 37;
 static const unsigned long wrapfs_fs_ioc_getflags = FS_IOC_GETFLAGS;
 
 #endif

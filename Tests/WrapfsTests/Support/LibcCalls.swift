@@ -92,7 +92,7 @@ enum LibcCalls {
             let fd = log.call("openat create", wrapfs_openat(dfd, "g", O_CREAT | O_RDWR, 0o644))
             log.value("pwrite", pwrite(fd, "abc", 3, 0))
             close(fd)
-            let p = log.call("O_PATH", wrapfs_openat(dfd, "g", O_PATH, 0))
+            let p = log.call("O_PATH", wrapfs_openat(dfd, "g", wrapfs_O_PATH, 0))
             var st = stat()
             log.call("fstat O_PATH", fstat(p, &st))
             log.note("size", st.st_size)
@@ -119,7 +119,7 @@ enum LibcCalls {
             }
             log.call("fstatat nofollow", fstatat(AT_FDCWD, d + "/link", &st, AT_SYMLINK_NOFOLLOW))
             log.note("type", String(st.st_mode & S_IFMT, radix: 8))
-            log.call("fstatat empty path", fstatat(fd, "", &st, AT_EMPTY_PATH))
+            log.call("fstatat empty path", fstatat(fd, "", &st, wrapfs_AT_EMPTY_PATH))
             log.note("size", st.st_size)
             log.call("stat missing", stat(d + "/nope", &st))
             close(fd)
@@ -267,7 +267,7 @@ enum LibcCalls {
             log.call("fdatasync", fdatasync(fd))
             let ro = open(d + "/f", O_RDONLY)
             log.call("fsync read-only", fsync(ro))
-            log.call("syncfs", syncfs(ro))
+            log.call("syncfs", wrapfs_syncfs(ro))
             close(ro)
             let dfd = open(d, O_RDONLY | O_DIRECTORY)
             log.call("fsync directory", fsync(dfd))
@@ -505,7 +505,7 @@ enum LibcCalls {
             let src = open(d + "/src", O_CREAT | O_RDWR, 0o644)
             _ = write(src, bytes(100_000, 15), 100_000)
             let dst = open(d + "/dst", O_CREAT | O_RDWR, 0o644)
-            var inOff: loff_t = 1000, outOff: loff_t = 500
+            var inOff: Int64 = 1000, outOff: Int64 = 500
             log.value("copy_file_range", wrapfs_copy_file_range(src, &inOff, dst, &outOff, 50_000))
             log.note("offsets", "\(inOff) \(outOff)")
             var off: off_t = 60_000
@@ -513,9 +513,9 @@ enum LibcCalls {
             log.value("sendfile", wrapfs_sendfile(dst, src, &off, 30_000))
             var fds: [Int32] = [0, 0]
             pipe(&fds)
-            var pin: loff_t = 10
+            var pin: Int64 = 10
             log.value("splice in", wrapfs_splice(src, &pin, fds[1], nil, 4000))
-            var pout: loff_t = 200_000
+            var pout: Int64 = 200_000
             log.value("splice out", wrapfs_splice(fds[0], nil, dst, &pout, 4000))
             close(fds[0]); close(fds[1])
             log.note("dst", digest(readAll(dst)))
@@ -564,7 +564,7 @@ enum LibcCalls {
             close(fd)
         },
         LibcCall(name: "O_DIRECT", calls: "open O_DIRECT, aligned pread/pwrite") { d, log in
-            let fd = log.call("open", open(d + "/f", O_CREAT | O_RDWR | O_DIRECT, 0o644))
+            let fd = log.call("open", open(d + "/f", O_CREAT | O_RDWR | wrapfs_O_DIRECT, 0o644))
             guard fd >= 0 else { return }
             var raw: UnsafeMutableRawPointer?
             posix_memalign(&raw, 4096, 16_384)
