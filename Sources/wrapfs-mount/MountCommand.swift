@@ -45,6 +45,8 @@ struct MountCommand: ParsableCommand {
     @Option(help: "Seconds the kernel caches missing names.") var negativeTimeout: Double = 1
     @Option(help: "Largest write request in bytes (4096...1048576).") var maxWrite = 1 << 20
     @Flag(help: "Do not offer readdirplus to the kernel.") var noReaddirplus = false
+    @Flag(help: "No extended attributes (EOPNOTSUPP, as bare FUSE and bindfs --xattr-none): saves a request per written file and two per file `ls -l` lists.")
+    var noXattr = false
     @Flag(name: [.customShort("v"), .long], help: "Log debug lines.") var verbose = false
     @OptionGroup var passphrase: PassphraseOptions
 
@@ -122,6 +124,7 @@ struct MountCommand: ParsableCommand {
         // Off by default although it wins the benchmark (docs/BENCHMARK.md): with it a full lower
         // disk fails fsync and close instead of the write, after the data was accepted.
         options.writebackCache = writebackCache
+        options.extendedAttributes = !noXattr
         options.attributeTimeout = attrTimeout
         options.entryTimeout = entryTimeout
         options.negativeTimeout = negativeTimeout

@@ -146,6 +146,31 @@ struct OperationsTests {
         }
     }
 
+    @Test("--no-xattr: extended attributes fail with EOPNOTSUPP and the kernel stops asking (no getxattr per write or per ls -l)",
+          arguments: ["identity", "aes-gcm"])
+    func noXattr(codec: String) throws {
+        for xattrs in [true, false] {
+            try withLayers([codec], extra: xattrs ? [] : ["--no-xattr"]) { top, _, _ in
+                for i in 0..<20 { try writeFile(top + "/f\(i)", [UInt8(i)]); try appendFile(top + "/f\(i)", [1]) }
+                #expect(try run("/bin/ls", ["-l", top]).status == 0)
+                let set = wrapfs_setxattr(top + "/f0", "user.colour", "blue", 4, 0), setErrno = errno
+                var buf = [UInt8](repeating: 0, count: 64)
+                let get = wrapfs_getxattr(top + "/f0", "user.colour", &buf, 64), getErrno = errno
+                let counts = Dictionary(uniqueKeysWithValues: (try statusJSON(top)["operations"] as? [[String: Any]] ?? [])
+                    .map { ($0["name"] as! String, $0["count"] as? Int ?? 0) })
+                if xattrs {
+                    #expect(set == 0 && get == 4)
+                    #expect(counts["getxattr", default: 0] >= 20, "with xattrs the kernel asks the layer: \(counts)")
+                } else {
+                    #expect(set == -1 && setErrno == EOPNOTSUPP)
+                    #expect(get == -1 && getErrno == EOPNOTSUPP)
+                    #expect(counts["getxattr"] == nil && counts["setxattr"] == nil, "the layer was asked: \(counts)")
+                }
+                #expect(try readFile(top + "/f19") == [19, 1])
+            }
+        }
+    }
+
     @Test("file capabilities: setcap shows through a file already written, and a write drops them as on ext4", arguments: codecs)
     func fileCapabilities(codec: String) throws {
         try withLayers([codec]) { top, _, _ in

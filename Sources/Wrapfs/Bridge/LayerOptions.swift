@@ -20,6 +20,11 @@ public struct LayerOptions {
     public var maxWrite = 1 << 20
     /// Worker threads (0: libfuse's default).
     public var threads = 0
+    /// Serve extended attributes. Without them the layer answers ENOSYS once and the kernel
+    /// stops asking (applications get EOPNOTSUPP), as bare FUSE (passthrough_ll) and bindfs
+    /// --xattr-none do: no getxattr round trip per written file (security.capability) or per
+    /// file `ls -l` lists (ACL, SELinux label).
+    public var extendedAttributes = true
     /// Offer readdirplus (names with attributes in one reply) to the kernel.
     public var readdirPlus = true
     /// Names in the lower root that belong to the layer (its volume file): never shown, never usable.

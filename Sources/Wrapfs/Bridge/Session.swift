@@ -114,6 +114,9 @@ extension Layer {
         defer { cargs.forEach { free($0) } }
         var cArray: [UnsafeMutablePointer<CChar>?] = cargs + [nil]
         var ops = Layer.operations()
+        if !options.extendedAttributes {  // libfuse answers ENOSYS for a missing handler
+            ops.setxattr = nil; ops.getxattr = nil; ops.listxattr = nil; ops.removexattr = nil
+        }
         let me = Unmanaged.passUnretained(self).toOpaque()
         let se: OpaquePointer? = cArray.withUnsafeMutableBufferPointer { buf in
             var args = fuse_args(argc: Int32(argv.count), argv: buf.baseAddress, allocated: 0)
