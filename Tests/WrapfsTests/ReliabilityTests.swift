@@ -84,6 +84,40 @@ struct ReliabilityTests {
         }
     }
 
+    @Test("a daemon killed at either lower change of a shrinking truncate leaves a file whose every page decodes",
+          .timeLimit(.minutes(3)), arguments: ["gzip", "aes-gcm"])
+    func killedMidTruncate(codec: String) throws {
+        let data = noise(3 * 65536 + 3000, seed: 9)
+        // The truncate cuts the lower file and stores the new last record (one ftruncate, one
+        // pwrite64): strace kills the (single-threaded) daemon on entering the one, then the other.
+        for step in ["ftruncate", "pwrite64"] {
+            let s = try Scratch("cut")
+            defer { s.remove() }
+            let layer = try LayerSetup(s, codec: codec, extra: ["--single-threaded"])
+            let first = try layer.mount()
+            defer { first.unmount() }
+            try writeDurably(layer.point + "/f", data)
+            let tracer = try Child("/usr/bin/strace", ["-f", "-p", "\(first.daemon.pid)", "-e", "trace=\(step)",
+                                                       "-e", "inject=\(step):signal=KILL:when=1"],
+                                   outputPath: s.path + "/strace.log")
+            defer { tracer.stop() }
+            usleep(1_000_000)  // strace attached
+            let cut = 65536 + 1000
+            _ = Glibc.truncate(layer.point + "/f", off_t(cut))
+            #expect(first.daemon.wait(timeout: 10), "step \(step): the daemon was not killed")
+            #expect(try run(Build.mountTool, ["unmount", layer.point], timeout: 30).status == 0)
+            first.unmount()
+
+            let second = try layer.mount()
+            defer { second.unmount() }
+            let now = try readWhole(layer.point + "/f")  // EIO here is the failure this test is for
+            #expect(now.count <= data.count && now[...] == data[0..<now.count], "step \(step): \(now.count) bytes")
+            second.unmount()
+            let fsck = try layer.fsck()
+            #expect(fsck.status == 0, "step \(step): \(fsck.output)\n\((try? String(contentsOfFile: s.path + "/strace.log", encoding: .utf8)) ?? "")")
+        }
+    }
+
     @Test("a torn slot (half new bytes, half old) reads as EIO and fsck names it", arguments: ["gzip", "aes-gcm"])
     func tornSlot(codec: String) throws {
         let s = try Scratch("torn")

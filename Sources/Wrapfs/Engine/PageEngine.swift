@@ -437,10 +437,18 @@ final class PageEngine {
 
     /// Re-stores page `index` with `newLength` plain bytes (cut or zero-padded). A page that is
     /// all zeros stays a hole unless it must hold the file's last record.
+    /// With `cutFirst`, the lower file is cut to the page's slot start once the page is read and
+    /// before it is stored again (a shrinking truncate), so a daemon killed in between leaves a
+    /// shorter file whose every page decodes, not a new short record before an old record's tail.
     private func rewritePage(_ file: LowerFile, header: [UInt8], index: Int64, size: Int64, lowerSize: Int64,
-                             newLength: Int, becomesLast: Bool) throws {
+                             newLength: Int, becomesLast: Bool, cutFirst: Bool = false) throws {
         try pool.with(Int(pageSize)) { page in
             try loadPage(file, header: header, index: index, size: size, lowerSize: lowerSize, into: page)
+            var lowerSize = lowerSize
+            if cutFirst && slotStart(index) < lowerSize {
+                try file.fd.truncate(to: slotStart(index))
+                lowerSize = slotStart(index)
+            }
             let kept = UnsafeMutableRawBufferPointer(rebasing: page[0..<newLength])
             if kept.isAllZero && (preserves || !becomesLast) {
                 // Zeros need no record: a size-preserving slot already reads as zeros, any other
@@ -498,7 +506,8 @@ final class PageEngine {
                 }
             } else {
                 let page = newSize / pageSize
-                try rewritePage(file, header: header, index: page, size: size, lowerSize: lowerBase, newLength: Int(keep), becomesLast: true)
+                try rewritePage(file, header: header, index: page, size: size, lowerSize: lowerBase, newLength: Int(keep),
+                                becomesLast: true, cutFirst: !preserves)
                 if preserves { try file.fd.truncate(to: newSize) }
             }
             return
