@@ -75,7 +75,7 @@ final class InodeTable {
     /// spin in the kernel (that made rm -rf twice as slow once).
     fileprivate func forget(_ id: fuse_ino_t, count: UInt64) {
         var doomed = lock.locked { () -> Inode? in
-            let inode = Unmanaged<Inode>.fromOpaque(UnsafeRawPointer(bitPattern: UInt(id))!).takeUnretainedValue()
+            let inode = InodeTable.inode(at: id)
             inode.lookups -= min(count, inode.lookups)
             guard inode.lookups == 0 else { return nil }
             if byKey[inode.key] === inode { return byKey.removeValue(forKey: inode.key) }
@@ -84,6 +84,11 @@ final class InodeTable {
         // Closing the last descriptor of an unlinked file frees it in the lower file system; an
         // rmdir of its directory meanwhile busy-waits in the kernel, so rmdir waits for `closing`.
         if doomed != nil { closing.run { doomed = nil } }
+    }
+
+    /// The inode whose address is node ID `id` (any but FUSE_ROOT_ID).
+    fileprivate static func inode(at id: fuse_ino_t) -> Inode {
+        Unmanaged<Inode>.fromOpaque(UnsafeRawPointer(bitPattern: UInt(id))!).takeUnretainedValue()
     }
 
     /// Closes of forgotten inodes' descriptors in progress.
@@ -103,7 +108,7 @@ struct InodeView {
 
     func inode(_ id: fuse_ino_t) -> Inode {
         if id == FUSE_ROOT_ID { return root }
-        return Unmanaged<Inode>.fromOpaque(UnsafeRawPointer(bitPattern: UInt(id))!).takeUnretainedValue()
+        return InodeTable.inode(at: id)
     }
 
     func id(of inode: Inode) -> fuse_ino_t {
