@@ -121,10 +121,10 @@ struct MountCommand: ParsableCommand {
         options.keepCache = keepCache
         // The identity shim serves applications that keep shared files coherent themselves.
         options.coherence = coherence.flatMap(Coherence.init(rawValue:)) ?? (codec.name == "identity" ? .explicit : .open)
+        options.extendedAttributes = !noXattr
         // Off by default although it wins the benchmark (docs/BENCHMARK.md): with it a full lower
         // disk fails fsync and close instead of the write, after the data was accepted.
         options.writebackCache = writebackCache
-        options.extendedAttributes = !noXattr
         options.attributeTimeout = attrTimeout
         options.entryTimeout = entryTimeout
         options.negativeTimeout = negativeTimeout

@@ -66,9 +66,7 @@ public final class Layer {
                   !options.hiddenRootNames.contains(name) else { throw Errno.EINVAL }
             do { _ = try sys { mkdirat(base.rawValue, name, 0o755) } } catch let e as Errno where e == .EEXIST {}
             // Relative to LOWER as opened above, never through a symlink: it cannot point outside.
-            let fd = try name.withCString { try base.openAt($0, O_PATH | O_DIRECTORY | O_NOFOLLOW) }
-            let root: Inode
-            do { root = Inode(fd: fd, stat: try fd.stat()) } catch { fd.close(); throw error }
+            let root = try rootInode(name.withCString { try base.openAt($0, O_PATH | O_DIRECTORY | O_NOFOLLOW) })
             var options = options
             options.hiddenRootNames = []  // the volume file lives in LOWER, outside every namespace
             return Layer(root: root, group: group, mount: i, lowerPath: lower + "/" + name, codec: codec,
@@ -78,7 +76,11 @@ public final class Layer {
 
     /// The root directory's inode: an O_PATH descriptor of `path`.
     private static func openRoot(_ path: String) throws -> Inode {
-        let fd = try FileDescriptor.open(path, O_PATH | O_DIRECTORY)
+        try rootInode(FileDescriptor.open(path, O_PATH | O_DIRECTORY))
+    }
+
+    /// The inode of root directory `fd` (an O_PATH descriptor it takes over; closed if its status fails).
+    private static func rootInode(_ fd: FileDescriptor) throws -> Inode {
         do { return Inode(fd: fd, stat: try fd.stat()) } catch { fd.close(); throw error }
     }
 
