@@ -180,6 +180,8 @@ static inline int wrapfs_fi_writepage(const struct fuse_file_info *fi) { return 
 static inline const char *wrapfs_dirent_name(struct dirent *d) { return d->d_name; }
 
 static inline dev_t wrapfs_makedev(unsigned int major, unsigned int minor) { return makedev(major, minor); }
+static inline unsigned int wrapfs_major(dev_t d) { return major(d); }
+static inline unsigned int wrapfs_minor(dev_t d) { return minor(d); }
 
 static const unsigned int wrapfs_ioc_refresh = WRAPFS_IOC_REFRESH;
 

@@ -44,6 +44,8 @@ struct MountCommand: ParsableCommand {
     @Option(help: "Seconds the kernel caches names.") var entryTimeout: Double = 1
     @Option(help: "Seconds the kernel caches missing names.") var negativeTimeout: Double = 1
     @Option(help: "Largest write request in bytes (4096...1048576).") var maxWrite = 1 << 20
+    @Option(help: ArgumentHelp("Kernel read-ahead of the mount in KiB (0: the kernel's 128 KiB), set in /sys/class/bdi when the daemon may write there.", valueName: "KiB"))
+    var readAhead = 1024
     @Flag(help: "Do not offer readdirplus to the kernel.") var noReaddirplus = false
     @Flag(help: "No extended attributes (EOPNOTSUPP, as bare FUSE and bindfs --xattr-none): saves a request per written file and two per file `ls -l` lists.")
     var noXattr = false
@@ -74,6 +76,7 @@ struct MountCommand: ParsableCommand {
         }
         if let threads, threads < 1 || threads > 1024 { throw ValidationError("--threads must be between 1 and 1024") }
         if maxWrite < 4096 || maxWrite > 1 << 20 { throw ValidationError("--max-write must be between 4096 and 1048576") }
+        if readAhead < 0 || readAhead > 1 << 20 { throw ValidationError("--read-ahead must be between 0 and 1048576 KiB") }
         if attrTimeout < 0 || entryTimeout < 0 || negativeTimeout < 0 { throw ValidationError("timeouts cannot be negative") }
         if let coherence, Coherence(rawValue: coherence) == nil { throw ValidationError("--coherence takes open or explicit, got '\(coherence)'") }
         for o in codecOptions where !o.contains("=") { throw ValidationError("--codec-option takes key=value, got '\(o)'") }
@@ -129,6 +132,7 @@ struct MountCommand: ParsableCommand {
         options.entryTimeout = entryTimeout
         options.negativeTimeout = negativeTimeout
         options.maxWrite = maxWrite
+        options.readAheadKiB = readAhead
         options.readdirPlus = !noReaddirplus
         if isVolume { options.hiddenRootNames = [VolumeFile.name] }
         umask(0)  // modes come from the kernel with the caller's umask applied

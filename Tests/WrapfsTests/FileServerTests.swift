@@ -115,9 +115,11 @@ struct FileServerTests {
     func controlSocket() throws {
         var socketPath = ""
         try withLayers(["identity"]) { top, _, mounts in
+            // The daemon prints the line just after the mount appears: wait for it.
+            #expect(try eventually { mounts[0].log.contains("control socket of \(top): ") }, "\(mounts[0].log)")
             let mountLog = mounts[0].log
-            #expect(mountLog.contains("control socket of \(top): "), "\(mountLog)")
-            socketPath = String(mountLog.split(separator: "\n").first { $0.contains("control socket of \(top): ") }!.split(separator: " ").last!)
+            guard let line = mountLog.split(separator: "\n").first(where: { $0.contains("control socket of \(top): ") }) else { return }
+            socketPath = String(line.split(separator: " ").last!)
             var st = stat()
             #expect(try eventually { stat(socketPath, &st) == 0 })
             #expect(st.st_mode & S_IFMT == S_IFSOCK && st.st_mode & 0o777 == 0o600)

@@ -171,6 +171,38 @@ struct OperationsTests {
         }
     }
 
+    /// The kernel caps a FUSE mount's read-ahead at 128 KiB unless its device's sysfs entry says
+    /// more; the daemon sets 1 MiB there, so a streaming read comes in a few big requests.
+    @Test("read-ahead: 1 MiB by default, so a streaming read arrives in big requests; --read-ahead 0 keeps the kernel's",
+          arguments: ["identity", "aes-gcm"])
+    func readAhead(codec: String) throws {
+        for kib in [1024, 0] {
+            try withLayers([codec], extra: ["--read-ahead", "\(kib)"]) { top, _, _ in
+                let data = pattern(16 << 20)
+                try writeFile(top + "/stream", data)
+                var st = stat()
+                #expect(stat(top, &st) == 0)
+                let bdi = "/sys/class/bdi/\(wrapfs_major(st.st_dev)):\(wrapfs_minor(st.st_dev))/read_ahead_kb"
+                let setting = try String(contentsOfFile: bdi, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+                #expect(setting == (kib == 0 ? "128" : "\(kib)"), "\(bdi)")
+                try sh("sync; echo 3 > /proc/sys/vm/drop_caches")
+                let before = try statusJSON(top)
+                try sh("dd if='\(top)/stream' of=/dev/null bs=1M status=none")
+                let after = try statusJSON(top)
+                func reads(_ j: [String: Any]) -> Int {
+                    (j["operations"] as? [[String: Any]] ?? []).first { $0["name"] as? String == "read" }?["count"] as? Int ?? 0
+                }
+                let requests = reads(after) - reads(before)
+                if kib == 0 {
+                    #expect(requests >= 100, "16 MiB in 128 KiB read-ahead requests: \(requests)")
+                } else {
+                    #expect(requests > 0 && requests <= 48, "16 MiB in big read-ahead requests: \(requests)")
+                }
+                #expect(try readFile(top + "/stream") == data)
+            }
+        }
+    }
+
     @Test("file capabilities: setcap shows through a file already written, and a write drops them as on ext4", arguments: codecs)
     func fileCapabilities(codec: String) throws {
         try withLayers([codec]) { top, _, _ in

@@ -42,6 +42,7 @@ public final class AesCodec: Codec {
     /// GCM opens with contexts of its own; CTR decrypts with the same pass that encrypts.
     private let openers: ThreadCiphers
     private let names: NameCipher?
+    private let ivs = RandomReserve()
 
     public init(_ mode: Mode, masterKey: SecretBytes, pageSize: Int = 4096, encryptNames: Bool = true) throws {
         self.mode = mode
@@ -63,7 +64,7 @@ public final class AesCodec: Codec {
 
     public func encode(_ page: UnsafeRawBufferPointer, into slot: UnsafeMutableRawBufferPointer, context: PageContext) throws -> Int {
         let n = page.count
-        try randomBytes(UnsafeMutableRawBufferPointer(rebasing: slot[0..<16]))
+        try ivs.fill(UnsafeMutableRawBufferPointer(rebasing: slot[0..<16]))
         let ok: Int32
         switch mode {
         case .gcm:

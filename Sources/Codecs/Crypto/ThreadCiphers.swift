@@ -43,6 +43,44 @@ enum Subkeys {
     }
 }
 
+/// Random IVs drawn ahead, one reserve per thread: OpenSSL's generator costs about a
+/// microsecond per call whatever the length (a lock and a fork check), as much as encrypting a
+/// page, so each call fetches a few hundred IVs (gocryptfs prefetches its nonces the same way).
+/// IVs are public (stored beside their ciphertext), so the reserve holds nothing secret.
+final class RandomReserve: @unchecked Sendable {
+    private final class Reserve {
+        static let size = 4096
+        let bytes = UnsafeMutableRawBufferPointer.allocate(byteCount: size, alignment: 16)
+        var used = size
+        deinit { bytes.deallocate() }
+    }
+    private var slot = pthread_key_t()
+
+    init() {
+        pthread_key_create(&slot) { if let r = $0 { Unmanaged<AnyObject>.fromOpaque(r).release() } }
+    }
+
+    /// Fills `buffer` (at most 4096 bytes) with fresh random bytes.
+    func fill(_ buffer: UnsafeMutableRawBufferPointer) throws {
+        let reserve: Reserve
+        if let r = pthread_getspecific(slot) {
+            reserve = Unmanaged<Reserve>.fromOpaque(r).takeUnretainedValue()
+        } else {
+            reserve = Reserve()
+            pthread_setspecific(slot, Unmanaged.passRetained(reserve).toOpaque())
+        }
+        precondition(buffer.count <= Reserve.size)
+        if reserve.used + buffer.count > Reserve.size {
+            try randomBytes(reserve.bytes)
+            reserve.used = 0
+        }
+        let taken = UnsafeMutableRawBufferPointer(rebasing: reserve.bytes[reserve.used..<reserve.used + buffer.count])
+        buffer.copyMemory(from: UnsafeRawBufferPointer(taken))
+        taken.initializeMemory(as: UInt8.self, repeating: 0)  // each IV is handed out once
+        reserve.used += buffer.count
+    }
+}
+
 /// Fills `buffer` from OpenSSL's random generator.
 func randomBytes(_ buffer: UnsafeMutableRawBufferPointer) throws {
     guard RAND_bytes(buffer.baseAddress!.assumingMemoryBound(to: UInt8.self), Int32(buffer.count)) == 1 else {

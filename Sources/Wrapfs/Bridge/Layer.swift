@@ -28,6 +28,8 @@ public final class Layer {
     }
     /// The entries of a shim mount's root (nil for a layer over a lower directory).
     let shadows: ShadowFiles?
+    /// The kernel read-ahead to set once the mount is up (`LayerOptions.readAheadKiB`).
+    let readAhead = ReadAhead()
     /// Runs refresh invalidations off the request threads (see `ioctl`).
     let refreshQueue = DispatchQueue(label: "wrapfs.refresh")
     /// New entries get the caller's ownership when the daemon runs as root for others.

@@ -34,6 +34,7 @@ extension Layer {
         session = se
         defer { session = nil }
         onMounted()
+        readAhead.arm(mountpoint: mountpoint, kib: options.readAheadKiB)
         guard fuse_daemonize(foreground ? 1 : 0) == 0 else { throw MountError.mountFailed("cannot detach") }
         SecretBytes.relockAll()  // memory locks do not pass to the detached child
         defer { SecretBytes.wipeAll() }  // keys are zeroed at unmount
@@ -68,6 +69,7 @@ extension Layer {
             }
             sessions.append(se)
             layer.session = se
+            layer.readAhead.arm(mountpoint: point, kib: layer.options.readAheadKiB)
         }
         onMounted()
         guard fuse_daemonize(foreground ? 1 : 0) == 0 else { throw MountError.mountFailed("cannot detach") }

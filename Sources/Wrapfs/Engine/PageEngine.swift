@@ -164,19 +164,33 @@ final class PageEngine {
                 let slots = UnsafeMutableRawBufferPointer(rebasing: buffer[room...])
                 let n = got - room
                 try header.withUnsafeBytes { h in
-                    for k in 0..<pages {
-                        let page = first + Int64(k)
-                        let expect = Int(page == lastOfFile ? size - page * pageSize : pageSize)
-                        let s = k * Int(slotSize)
-                        let slot = UnsafeRawBufferPointer(rebasing: slots[min(s, n)..<min(s + Int(slotSize), n)])
-                        let out = UnsafeMutableRawBufferPointer(rebasing: plain[k * Int(pageSize)..<(k + 1) * Int(pageSize)])
-                        if slot.isEmpty || slot.isAllZero {
-                            // A hole: pages never written read as zeros.
-                            out.initializeMemory(as: UInt8.self, repeating: 0)
-                            continue
+                    // Chunks of pages decode on all cores when the read is big (read-ahead's).
+                    let chunks = (pages + chunkPages - 1) / chunkPages
+                    var failures = [Error?](repeating: nil, count: chunks)
+                    failures.withUnsafeMutableBufferPointer { failureBuffer in
+                        let errors = failureBuffer  // a copy the closure may capture
+                        func decodeChunk(_ c: Int) {
+                            do {
+                                for k in c * chunkPages..<min(pages, (c + 1) * chunkPages) {
+                                    let page = first + Int64(k)
+                                    let expect = Int(page == lastOfFile ? size - page * pageSize : pageSize)
+                                    let s = k * Int(slotSize)
+                                    let slot = UnsafeRawBufferPointer(rebasing: slots[min(s, n)..<min(s + Int(slotSize), n)])
+                                    let out = UnsafeMutableRawBufferPointer(rebasing: plain[k * Int(pageSize)..<(k + 1) * Int(pageSize)])
+                                    if slot.isEmpty || slot.isAllZero {
+                                        // A hole: pages never written read as zeros.
+                                        out.initializeMemory(as: UInt8.self, repeating: 0)
+                                        continue
+                                    }
+                                    _ = try decodePage(file, slot, into: out, index: page, expect: expect, header: h)
+                                }
+                            } catch {
+                                errors[c] = error
+                            }
                         }
-                        _ = try decodePage(file, slot, into: out, index: page, expect: expect, header: h)
+                        if chunks > 1 { DispatchQueue.concurrentPerform(iterations: chunks, execute: decodeChunk) } else { decodeChunk(0) }
                     }
+                    if let failure = failures.lazy.compactMap({ $0 }).first { throw failure }
                 }
                 reply(UnsafeRawBufferPointer(rebasing: plain[Int(offset - base)..<Int(end - base)]))
             }
@@ -241,12 +255,24 @@ final class PageEngine {
         let newSize = max(size, end)
         let first = offset / pageSize, last = (end - 1) / pageSize
         let pages = Int(last - first + 1)
+        // Only the first and last pages can be partly covered.
+        func isPartial(_ page: Int64) -> Bool {
+            let pStart = page * pageSize
+            return offset > pStart || end < pStart + min(pageSize, newSize - pStart)
+        }
+        if !preserves && !isPartial(first) && !isPartial(last) {
+            // Whole pages: encoded straight from the request's buffer, no copy.
+            file.inode.lastRecord = nil
+            try header.withUnsafeBytes { h in
+                try storeSlots(file, header: h, first: first, plain: data, pages: pages, lastOfFile: (newSize - 1) / pageSize,
+                               lowerSize: lowerSize, writingHeader: headerWithFirstSlot)
+            }
+            return
+        }
         try pool.with(pages * Int(pageSize)) { plain in
-            // Only the first and last pages can be partly covered: load their old content.
+            // Load the old content of partly covered pages.
             func loadIfPartial(_ page: Int64) throws {
-                let pStart = page * pageSize
-                let length = min(pageSize, newSize - pStart)
-                if offset > pStart || end < pStart + length {
+                if isPartial(page) {
                     let k = Int(page - first) * Int(pageSize)
                     try loadPage(file, header: header, index: page, size: size, lowerSize: lowerSize,
                                  into: UnsafeMutableRawBufferPointer(rebasing: plain[k..<k + Int(pageSize)]))
@@ -319,64 +345,96 @@ final class PageEngine {
                 }
                 return
             }
-            let room = writingHeader ? h.count : 0
-            try pool.with(room + pages * Int(slotSize)) { buffer in
-                if room > 0 { UnsafeMutableRawBufferPointer(rebasing: buffer[0..<room]).copyMemory(from: h) }
-                let slots = UnsafeMutableRawBufferPointer(rebasing: buffer[room...])
-                // Encode every page first, on all cores when there are several (pages are independent).
-                // Each page writes only its own entries: no lock needed.
-                var encoded = [Int](repeating: 0, count: pages)
-                var failures = [Error?](repeating: nil, count: pages)
-                encoded.withUnsafeMutableBufferPointer { lengthBuffer in
-                    failures.withUnsafeMutableBufferPointer { failureBuffer in
-                        let lengths = lengthBuffer, errors = failureBuffer  // copies the closure may capture
-                        func encodeOne(_ k: Int) {
-                            let page = UnsafeRawBufferPointer(rebasing: plain[k * Int(pageSize)..<min((k + 1) * Int(pageSize), count)])
-                            let slot = UnsafeMutableRawBufferPointer(rebasing: slots[k * Int(slotSize)..<(k + 1) * Int(slotSize)])
-                            do { lengths[k] = try encodePage(page, into: slot, index: first + Int64(k), header: h) } catch { errors[k] = error }
+            try storeSlots(file, header: h, first: first, plain: UnsafeRawBufferPointer(rebasing: plain[0..<count]), pages: pages,
+                           lastOfFile: lastOfFile, lowerSize: lowerSize, writingHeader: writingHeader)
+        }
+    }
+
+    /// Pages per unit of work when a request's pages are encoded or decoded on several cores:
+    /// 64 KiB, big enough that waking a core pays (a small file's write stays on the request's
+    /// thread), small enough that one chunk's pwrite overlaps the next chunk's encoding.
+    private var chunkPages: Int { max(1, 65536 / Int(pageSize)) }
+
+    /// The slot-changing half of `storePages`: encodes `pages` pages of `plain` into slots and
+    /// writes them. An append (nothing of the old file in the way) writes each chunk as soon as
+    /// it is encoded, so the lower write of one chunk runs beside the encoding of the next; an
+    /// overwrite encodes everything first, reserves the blocks, then writes.
+    private func storeSlots(_ file: LowerFile, header h: UnsafeRawBufferPointer, first: Int64, plain: UnsafeRawBufferPointer,
+                            pages: Int, lastOfFile: Int64, lowerSize: Int64, writingHeader: Bool) throws {
+        let room = writingHeader ? h.count : 0
+        let existing = room > 0 ? 0 : lowerSize  // with the header going out now, the file is empty
+        let appending = slotStart(first) - Int64(room) >= existing
+        try pool.with(room + pages * Int(slotSize)) { buffer in
+            if room > 0 { UnsafeMutableRawBufferPointer(rebasing: buffer[0..<room]).copyMemory(from: h) }
+            let slots = UnsafeMutableRawBufferPointer(rebasing: buffer[room...])
+            let chunks = (pages + chunkPages - 1) / chunkPages
+            var encoded = [Int](repeating: 0, count: pages)
+            var failures = [Error?](repeating: nil, count: chunks)
+            encoded.withUnsafeMutableBufferPointer { lengthBuffer in
+                failures.withUnsafeMutableBufferPointer { failureBuffer in
+                    let lengths = lengthBuffer, errors = failureBuffer  // copies the closure may capture
+                    // Each chunk writes only its own entries: no lock needed.
+                    func runChunk(_ c: Int) {
+                        let pagesOfChunk = c * chunkPages..<min(pages, (c + 1) * chunkPages)
+                        do {
+                            for k in pagesOfChunk {
+                                let page = UnsafeRawBufferPointer(rebasing: plain[k * Int(pageSize)..<min((k + 1) * Int(pageSize), plain.count)])
+                                let slot = UnsafeMutableRawBufferPointer(rebasing: slots[k * Int(slotSize)..<(k + 1) * Int(slotSize)])
+                                lengths[k] = try encodePage(page, into: slot, index: first + Int64(k), header: h)
+                            }
+                            if appending {
+                                try writeSlots(file, buffer, room: room, first: first, encoded: UnsafeBufferPointer(lengths),
+                                               pages: pagesOfChunk, lastOfFile: lastOfFile)
+                            }
+                        } catch {
+                            errors[c] = error
                         }
-                        if pages > 1 { DispatchQueue.concurrentPerform(iterations: pages, execute: encodeOne) } else { encodeOne(0) }
                     }
+                    if chunks > 1 { DispatchQueue.concurrentPerform(iterations: chunks, execute: runChunk) } else { runChunk(0) }
                 }
-                if let failure = failures.lazy.compactMap({ $0 }).first { throw failure }
+            }
+            if let failure = failures.lazy.compactMap({ $0 }).first {
+                // A failed append (a full lower disk, a failed encode) leaves the old length.
+                if appending { try? file.fd.truncate(to: existing) }
+                throw failure
+            }
+            if !appending {
+                let all = 0..<pages
                 let writeTo = slotStart(first + Int64(pages - 1)) + Int64(encoded[pages - 1])
-                // Exactly the bytes that will be written are reserved (a shrunk slot's tail is not:
-                // past the end of file it could not be punched again). A write wholly past the end
-                // needs none: if the disk fills, cutting the file back to its old end undoes it
-                // (and ext4 keeps its delayed allocation for appends and new files).
-                let existing = room > 0 ? 0 : lowerSize  // with the header going out now, the file is empty
-                if slotStart(first) - Int64(room) < existing {
-                    try forEachRun(room: room, first: first, encoded: encoded) { _, lower, _ in
+                try encoded.withUnsafeBufferPointer { lengths in
+                    // Exactly the bytes that will be written are reserved (a shrunk slot's tail is not:
+                    // past the end of file it could not be punched again).
+                    try forEachRun(room: room, first: first, encoded: lengths, pages: all) { _, lower, _ in
                         try reserve(file, from: lower.lowerBound, to: lower.upperBound)
                     }
+                    do {
+                        try writeSlots(file, buffer, room: room, first: first, encoded: lengths, pages: all, lastOfFile: lastOfFile)
+                    } catch {
+                        // Without a reservation the lower disk may fill mid-write: what went past the old end goes.
+                        if writeTo > existing { try? file.fd.truncate(to: existing) }
+                        throw error
+                    }
                 }
-                do {
-                    try writeSlots(file, buffer, room: room, first: first, encoded: encoded, lastOfFile: lastOfFile)
-                } catch {
-                    // Without a reservation the lower disk may fill mid-write: what went past the old end goes.
-                    if writeTo > existing { try? file.fd.truncate(to: existing) }
-                    throw error
-                }
-                let lastEncoded = encoded[pages - 1]
-                let lastIndex = first + Int64(pages - 1)
-                if lastIndex == lastOfFile {
-                    let end = lowerEnd(lastPage: lastIndex, encoded: lastEncoded)
-                    if lowerSize > end { try file.fd.truncate(to: end) }
-                }
+            }
+            let lastIndex = first + Int64(pages - 1)
+            if lastIndex == lastOfFile {
+                let end = lowerEnd(lastPage: lastIndex, encoded: encoded[pages - 1])
+                if lowerSize > end { try file.fd.truncate(to: end) }
             }
         }
     }
 
-    /// Calls `body` for each run of encoded slots (`encoded[k]` bytes of slot k, after `room` header
-    /// bytes in the buffer) with its range in the buffer and in the lower file and the index (in
-    /// `encoded`) of its last slot: full slots run together; a run ends at a shrunk slot (whose
-    /// tail is left out) or at the last slot.
-    private func forEachRun(room: Int, first: Int64, encoded: [Int],
+    /// Calls `body` for each run of encoded slots among `pages` (`encoded[k]` bytes of slot k,
+    /// after `room` header bytes in the buffer) with its range in the buffer and in the lower
+    /// file and the index of its last slot: full slots run together; a run ends at a shrunk slot
+    /// (whose tail is left out) or at the last of `pages`.
+    private func forEachRun(room: Int, first: Int64, encoded: UnsafeBufferPointer<Int>, pages: Range<Int>,
                             _ body: (_ buffer: Range<Int>, _ lower: Range<Int64>, _ last: Int) throws -> Void) throws {
-        var runStart = 0, runBytes = 0
-        for (k, e) in encoded.enumerated() {
+        var runStart = pages.lowerBound, runBytes = 0
+        for k in pages {
+            let e = encoded[k]
             runBytes += e
-            guard k == encoded.count - 1 || e < Int(slotSize) else { continue }
+            guard k == pages.upperBound - 1 || e < Int(slotSize) else { continue }
             let withHeader = runStart == 0 ? room : 0
             let from = room + runStart * Int(slotSize) - withHeader
             let at = slotStart(first + Int64(runStart)) - Int64(withHeader)
@@ -387,10 +445,10 @@ final class PageEngine {
         }
     }
 
-    /// Writes the runs of encoded slots; a shrunk middle slot's tail is punched.
+    /// Writes the runs of encoded slots among `pages`; a shrunk middle slot's tail is punched.
     private func writeSlots(_ file: LowerFile, _ buffer: UnsafeMutableRawBufferPointer, room: Int, first: Int64,
-                            encoded: [Int], lastOfFile: Int64) throws {
-        try forEachRun(room: room, first: first, encoded: encoded) { bytes, lower, k in
+                            encoded: UnsafeBufferPointer<Int>, pages: Range<Int>, lastOfFile: Int64) throws {
+        try forEachRun(room: room, first: first, encoded: encoded, pages: pages) { bytes, lower, k in
             try file.fd.write(UnsafeRawBufferPointer(rebasing: buffer[bytes]), at: lower.lowerBound)
             let index = first + Int64(k), e = encoded[k]
             if e < Int(slotSize) && index != lastOfFile {
