@@ -165,32 +165,21 @@ final class PageEngine {
                 let n = got - room
                 try header.withUnsafeBytes { h in
                     // Chunks of pages decode on all cores when the read is big (read-ahead's).
-                    let chunks = (pages + chunkPages - 1) / chunkPages
-                    var failures = [Error?](repeating: nil, count: chunks)
-                    failures.withUnsafeMutableBufferPointer { failureBuffer in
-                        let errors = failureBuffer  // a copy the closure may capture
-                        func decodeChunk(_ c: Int) {
-                            do {
-                                for k in c * chunkPages..<min(pages, (c + 1) * chunkPages) {
-                                    let page = first + Int64(k)
-                                    let expect = Int(page == lastOfFile ? size - page * pageSize : pageSize)
-                                    let s = k * Int(slotSize)
-                                    let slot = UnsafeRawBufferPointer(rebasing: slots[min(s, n)..<min(s + Int(slotSize), n)])
-                                    let out = UnsafeMutableRawBufferPointer(rebasing: plain[k * Int(pageSize)..<(k + 1) * Int(pageSize)])
-                                    if slot.isEmpty || slot.isAllZero {
-                                        // A hole: pages never written read as zeros.
-                                        out.initializeMemory(as: UInt8.self, repeating: 0)
-                                        continue
-                                    }
-                                    _ = try decodePage(file, slot, into: out, index: page, expect: expect, header: h)
-                                }
-                            } catch {
-                                errors[c] = error
+                    try forEachChunk(of: pages) { chunk in
+                        for k in chunk {
+                            let page = first + Int64(k)
+                            let expect = Int(page == lastOfFile ? size - page * pageSize : pageSize)
+                            let s = k * Int(slotSize)
+                            let slot = UnsafeRawBufferPointer(rebasing: slots[min(s, n)..<min(s + Int(slotSize), n)])
+                            let out = UnsafeMutableRawBufferPointer(rebasing: plain[k * Int(pageSize)..<(k + 1) * Int(pageSize)])
+                            if slot.isEmpty || slot.isAllZero {
+                                // A hole: pages never written read as zeros.
+                                out.initializeMemory(as: UInt8.self, repeating: 0)
+                                continue
                             }
+                            _ = try decodePage(file, slot, into: out, index: page, expect: expect, header: h)
                         }
-                        if chunks > 1 { DispatchQueue.concurrentPerform(iterations: chunks, execute: decodeChunk) } else { decodeChunk(0) }
                     }
-                    if let failure = failures.lazy.compactMap({ $0 }).first { throw failure }
                 }
                 reply(UnsafeRawBufferPointer(rebasing: plain[Int(offset - base)..<Int(end - base)]))
             }
@@ -355,6 +344,23 @@ final class PageEngine {
     /// thread), small enough that one chunk's pwrite overlaps the next chunk's encoding.
     private var chunkPages: Int { max(1, 65536 / Int(pageSize)) }
 
+    /// Runs `body` on each chunk of `pages` pages (page indices), on all cores when there are
+    /// several; each chunk touches only its own pages. Throws the first failed chunk's error once
+    /// every chunk has finished.
+    private func forEachChunk(of pages: Int, _ body: (Range<Int>) throws -> Void) throws {
+        let size = chunkPages
+        let chunks = (pages + size - 1) / size
+        if chunks <= 1 { return try body(0..<pages) }
+        var failures = [Error?](repeating: nil, count: chunks)
+        failures.withUnsafeMutableBufferPointer { failureBuffer in
+            let errors = failureBuffer  // a copy the closure may capture
+            DispatchQueue.concurrentPerform(iterations: chunks) { c in
+                do { try body(c * size..<min(pages, (c + 1) * size)) } catch { errors[c] = error }
+            }
+        }
+        if let failure = failures.lazy.compactMap({ $0 }).first { throw failure }
+    }
+
     /// The slot-changing half of `storePages`: encodes `pages` pages of `plain` into slots and
     /// writes them. An append (nothing of the old file in the way) writes each chunk as soon as
     /// it is encoded, so the lower write of one chunk runs beside the encoding of the next; an
@@ -367,36 +373,25 @@ final class PageEngine {
         try pool.with(room + pages * Int(slotSize)) { buffer in
             if room > 0 { UnsafeMutableRawBufferPointer(rebasing: buffer[0..<room]).copyMemory(from: h) }
             let slots = UnsafeMutableRawBufferPointer(rebasing: buffer[room...])
-            let chunks = (pages + chunkPages - 1) / chunkPages
             var encoded = [Int](repeating: 0, count: pages)
-            var failures = [Error?](repeating: nil, count: chunks)
-            encoded.withUnsafeMutableBufferPointer { lengthBuffer in
-                failures.withUnsafeMutableBufferPointer { failureBuffer in
-                    let lengths = lengthBuffer, errors = failureBuffer  // copies the closure may capture
-                    // Each chunk writes only its own entries: no lock needed.
-                    func runChunk(_ c: Int) {
-                        let pagesOfChunk = c * chunkPages..<min(pages, (c + 1) * chunkPages)
-                        do {
-                            for k in pagesOfChunk {
-                                let page = UnsafeRawBufferPointer(rebasing: plain[k * Int(pageSize)..<min((k + 1) * Int(pageSize), plain.count)])
-                                let slot = UnsafeMutableRawBufferPointer(rebasing: slots[k * Int(slotSize)..<(k + 1) * Int(slotSize)])
-                                lengths[k] = try encodePage(page, into: slot, index: first + Int64(k), header: h)
-                            }
-                            if appending {
-                                try writeSlots(file, buffer, room: room, first: first, encoded: UnsafeBufferPointer(lengths),
-                                               pages: pagesOfChunk, lastOfFile: lastOfFile)
-                            }
-                        } catch {
-                            errors[c] = error
+            do {
+                try encoded.withUnsafeMutableBufferPointer { lengths in
+                    try forEachChunk(of: pages) { chunk in
+                        for k in chunk {
+                            let page = UnsafeRawBufferPointer(rebasing: plain[k * Int(pageSize)..<min((k + 1) * Int(pageSize), plain.count)])
+                            let slot = UnsafeMutableRawBufferPointer(rebasing: slots[k * Int(slotSize)..<(k + 1) * Int(slotSize)])
+                            lengths[k] = try encodePage(page, into: slot, index: first + Int64(k), header: h)
+                        }
+                        if appending {
+                            try writeSlots(file, buffer, room: room, first: first, encoded: UnsafeBufferPointer(lengths),
+                                           pages: chunk, lastOfFile: lastOfFile)
                         }
                     }
-                    if chunks > 1 { DispatchQueue.concurrentPerform(iterations: chunks, execute: runChunk) } else { runChunk(0) }
                 }
-            }
-            if let failure = failures.lazy.compactMap({ $0 }).first {
+            } catch {
                 // A failed append (a full lower disk, a failed encode) leaves the old length.
                 if appending { try? file.fd.truncate(to: existing) }
-                throw failure
+                throw error
             }
             if !appending {
                 let all = 0..<pages
