@@ -62,7 +62,7 @@ extension Layer {
     @inline(__always)
     func timed(_ op: Operation, _ body: (Layer) -> Void) {
         let start = stats.now()
-        readAhead.applyIfPending(kib: options.readAheadKiB, log: log)
+        readAhead.applyIfPending(log: log)
         Operation.begin(op)
         body(self)
         stats.record(op, since: start)

@@ -251,7 +251,6 @@ final class PageEngine {
         }
         if !preserves && !isPartial(first) && !isPartial(last) {
             // Whole pages: encoded straight from the request's buffer, no copy.
-            file.inode.lastRecord = nil
             try header.withUnsafeBytes { h in
                 try storeSlots(file, header: h, first: first, plain: data, pages: pages, lastOfFile: (newSize - 1) / pageSize,
                                lowerSize: lowerSize, writingHeader: headerWithFirstSlot)
@@ -315,7 +314,6 @@ final class PageEngine {
     /// With `writingHeader` (only for `first` == 0), the header goes out with the first run.
     private func storePages(_ file: LowerFile, header: [UInt8], first: Int64, plain: UnsafeMutableRawBufferPointer,
                             newSize: Int64, lowerSize: Int64, writingHeader: Bool = false) throws {
-        file.inode.lastRecord = nil
         let lastOfFile = (newSize - 1) / pageSize
         let count = Int(min(Int64(plain.count), newSize - first * pageSize))
         let pages = (count + Int(pageSize) - 1) / Int(pageSize)
@@ -367,6 +365,7 @@ final class PageEngine {
     /// overwrite encodes everything first, reserves the blocks, then writes.
     private func storeSlots(_ file: LowerFile, header h: UnsafeRawBufferPointer, first: Int64, plain: UnsafeRawBufferPointer,
                             pages: Int, lastOfFile: Int64, lowerSize: Int64, writingHeader: Bool) throws {
+        file.inode.lastRecord = nil  // the last record may change (only size-changing codecs keep one)
         let room = writingHeader ? h.count : 0
         let existing = room > 0 ? 0 : lowerSize  // with the header going out now, the file is empty
         let appending = slotStart(first) - Int64(room) >= existing
