@@ -249,6 +249,51 @@ struct ReliabilityTests {
         }
     }
 
+    @Test("a lower whose writes and syncs fail with EIO: the error comes up, what was there stays intact, writes work again after",
+          .timeLimit(.minutes(3)), arguments: ["identity", "gzip", "aes-gcm"])
+    func lowerWriteEIO(codec: String) throws {
+        let s = try Scratch("weio")
+        defer { s.remove() }
+        let layer = try LayerSetup(s, codec: codec)
+        let m = try layer.mount()
+        defer { m.unmount() }
+        let data = noise(200_000, seed: 21)
+        try writeDurably(layer.point + "/f", data)
+        let fd = open(layer.point + "/f", O_RDWR)
+        defer { close(fd) }
+        // strace makes every lower pwrite, fsync and fdatasync of the daemon fail with EIO (nothing lands),
+        // as a failing disk would; the reservation (fallocate) and the cut-back (ftruncate) still work.
+        let calls = "pwrite64,fsync,fdatasync"
+        let tracer = try Child("/usr/bin/strace", ["-f", "-p", "\(m.daemon.pid)", "-e", "trace=\(calls)",
+                                                   "-e", "inject=\(calls):error=EIO"], outputPath: s.path + "/strace.log")
+        defer { tracer.stop() }
+        usleep(1_000_000)  // strace attached
+        let patch = noise(10_000, seed: 22)
+        var results: [String] = []
+        errno = 0
+        results.append("overwrite \(pwrite(fd, patch, patch.count, 5000)) \(errno)")
+        errno = 0
+        results.append("append \(pwrite(fd, patch, patch.count, off_t(data.count))) \(errno)")
+        errno = 0
+        results.append("fsync \(fsync(fd)) \(errno)")
+        #expect(results == ["overwrite -1 \(EIO)", "append -1 \(EIO)", "fsync -1 \(EIO)"],
+                "\((try? String(contentsOfFile: s.path + "/strace.log", encoding: .utf8)) ?? "")")
+        tracer.stop()
+        usleep(300_000)  // strace detached
+
+        // Nothing of the failed writes is there: the size and every byte are the old ones, every page decodes.
+        try dropCaches()
+        #expect(try readWhole(layer.point + "/f") == data)
+        // The lower works again: so does the layer.
+        #expect(pwrite(fd, patch, patch.count, 5000) == patch.count && fsync(fd) == 0)
+        var expected = data
+        expected.replaceSubrange(5000..<15_000, with: patch)
+        try dropCaches()
+        #expect(try readWhole(layer.point + "/f") == expected)
+        m.unmount()
+        if layer.pagesCarryCheck { #expect(try layer.fsck().status == 0) }
+    }
+
     @Test("LOWER removed while mounted: errors as in a removed directory, no crash, unmounts cleanly", arguments: ["identity", "aes-gcm"])
     func lowerRemoved(codec: String) throws {
         try withLayers([codec]) { top, lower, mounts in
