@@ -91,6 +91,27 @@ static const long wrapfs_utime_omit = UTIME_OMIT;
 int fallocate(int fd, int mode, off_t offset, off_t len);
 static inline int wrapfs_fallocate(int fd, int mode, off_t offset, off_t len) { return fallocate(fd, mode, offset, len); }
 
+// A WRITE request's data as libfuse hands it to write_buf: in memory, or still in the pipe it was
+// spliced into from /dev/fuse (FUSE_CAP_SPLICE_READ).
+static inline const void *wrapfs_buf_mem(const struct fuse_bufvec *b) {
+    return b->count == 1 && !(b->buf[0].flags & FUSE_BUF_IS_FD) ? b->buf[0].mem : NULL;
+}
+// Moves what is left of the request's data to `fd` at `offset` (splice from the pipe when it is
+// in one): bytes moved, or -errno when none could be.
+static inline ssize_t wrapfs_buf_to_fd(struct fuse_bufvec *src, int fd, off_t offset) {
+    struct fuse_bufvec dst = FUSE_BUFVEC_INIT(fuse_buf_size(src));
+    dst.buf[0].flags = (enum fuse_buf_flags)(FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK);
+    dst.buf[0].fd = fd;
+    dst.buf[0].pos = offset;
+    return fuse_buf_copy(&dst, src, (enum fuse_buf_copy_flags)0);
+}
+// Copies the request's data into memory (for codecs that must see the bytes).
+static inline ssize_t wrapfs_buf_to_mem(struct fuse_bufvec *src, void *mem, size_t size) {
+    struct fuse_bufvec dst = FUSE_BUFVEC_INIT(size);
+    dst.buf[0].mem = mem;
+    return fuse_buf_copy(&dst, src, (enum fuse_buf_copy_flags)0);
+}
+
 // getdents64(2), to read directories in pieces of a chosen size.
 static inline long wrapfs_getdents64(int fd, void *buf, size_t n) { return syscall(SYS_getdents64, fd, buf, n); }
 

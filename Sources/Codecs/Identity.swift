@@ -8,6 +8,7 @@ public final class IdentityCodec: Codec {
     public let pageSize: Int
     public var slotSize: Int { pageSize }
     public var encodesZerosAsZeros: Bool { true }
+    public var passesBytesThrough: Bool { true }
 
     public init(pageSize: Int = 4096) { self.pageSize = pageSize }
 

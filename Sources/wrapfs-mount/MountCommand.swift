@@ -47,6 +47,8 @@ struct MountCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Kernel read-ahead of the mount in KiB (0: the kernel's 128 KiB), set in /sys/class/bdi when the daemon may write there.", valueName: "KiB"))
     var readAhead = 1024
     @Flag(help: "Do not offer readdirplus to the kernel.") var noReaddirplus = false
+    @Flag(help: "identity: splice written data from /dev/fuse to the lower file (big writes faster, small requests slower; needs fs.pipe-max-size >= 1052672 or CAP_SYS_RESOURCE).")
+    var splice = false
     @Flag(help: "No extended attributes (EOPNOTSUPP, as bare FUSE and bindfs --xattr-none): saves a request per written file and two per file `ls -l` lists.")
     var noXattr = false
     @Flag(name: [.customShort("v"), .long], help: "Log debug lines.") var verbose = false
@@ -134,6 +136,7 @@ struct MountCommand: ParsableCommand {
         options.maxWrite = maxWrite
         options.readAheadKiB = readAhead
         options.readdirPlus = !noReaddirplus
+        options.splice = splice
         if isVolume { options.hiddenRootNames = [VolumeFile.name] }
         umask(0)  // modes come from the kernel with the caller's umask applied
         let layers: [Layer]

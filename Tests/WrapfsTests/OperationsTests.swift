@@ -203,6 +203,54 @@ struct OperationsTests {
         }
     }
 
+    /// libfuse splices WRITE requests only through a pipe of 1 MiB + 4 KiB, beyond the default
+    /// fs.pipe-max-size for a daemon without CAP_SYS_RESOURCE: the test raises it while it runs.
+    @Test("identity with --splice takes big writes by splice (data moved from the pipe to the lower file), small ones from memory; by default nothing is spliced",
+          .timeLimit(.minutes(2)))
+    func splicedWrites() throws {
+        let maxPipe = "/proc/sys/fs/pipe-max-size"
+        let oldMax = try String(contentsOfFile: maxPipe, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+        if (Int(oldMax) ?? 0) < 2 << 20 { try sh("echo \(2 << 20) > \(maxPipe)") }
+        defer { _ = try? sh("echo \(oldMax) > \(maxPipe)") }
+        for splice in [true, false] {
+            let s = try Scratch("splice")
+            defer { s.remove() }
+            let layer = try LayerSetup(s, codec: "identity", extra: splice ? ["--splice"] : [])
+            let m = try layer.mount()
+            defer { m.unmount() }
+            let tracer = try Child("/usr/bin/strace", ["-f", "-p", "\(m.daemon.pid)", "-e", "trace=splice"],
+                                   outputPath: s.path + "/strace.log")
+            defer { tracer.stop() }
+            usleep(1_000_000)  // strace attached
+            var expected = pattern(4 << 20, seed: 3)
+            let fd = open(layer.point + "/f", O_CREAT | O_RDWR, 0o644)
+            defer { close(fd) }
+            // Big writes (spliced), a big unaligned one, small ones (in memory), appends.
+            for k in 0..<4 { #expect(pwrite(fd, Array(expected[(k << 20)..<((k + 1) << 20)]), 1 << 20, off_t(k << 20)) == 1 << 20) }
+            let patch = pattern(300_001, seed: 4), small = pattern(100, seed: 5)
+            #expect(pwrite(fd, patch, patch.count, 4097) == patch.count)
+            expected.replaceSubrange(4097..<(4097 + patch.count), with: patch)
+            #expect(pwrite(fd, small, small.count, 5) == small.count)
+            expected.replaceSubrange(5..<105, with: small)
+            let appender = open(layer.point + "/f", O_WRONLY | O_APPEND)
+            #expect(write(appender, patch, patch.count) == patch.count && write(appender, small, small.count) == small.count)
+            close(appender)
+            expected += patch + small
+            #expect(fsync(fd) == 0)
+            tracer.stop()
+            let spliced = (try String(contentsOfFile: s.path + "/strace.log", encoding: .utf8))
+                .split(separator: "\n").filter { $0.contains("splice(") }.count
+            if splice {
+                #expect(spliced >= 5, "splice calls: \(spliced)")
+            } else {
+                #expect(spliced == 0, "splice calls: \(spliced)")
+            }
+            try dropCaches()
+            #expect(try readWhole(layer.point + "/f") == expected)
+            #expect(try readFile(layer.lower + "/f") == expected)
+        }
+    }
+
     @Test("file capabilities: setcap shows through a file already written, and a write drops them as on ext4", arguments: codecs)
     func fileCapabilities(codec: String) throws {
         try withLayers([codec]) { top, _, _ in

@@ -34,7 +34,7 @@ extension Layer {
         ops.create = { req, parent, name, mode, fi in Layer.of(req).timed(.create) { $0.create(req!, parent, name!, mode, fi!) } }
         ops.open = { req, ino, fi in Layer.of(req).timed(.open) { $0.open(req!, ino, fi!) } }
         ops.read = { req, ino, size, off, fi in Layer.of(req).timed(.read) { $0.read(req!, ino, size, off, fi!) } }
-        ops.write = { req, ino, buf, size, off, fi in Layer.of(req).timed(.write) { $0.write(req!, ino, buf!, size, off, fi!) } }
+        ops.write_buf = { req, ino, bufv, off, fi in Layer.of(req).timed(.write) { $0.writeBuf(req!, ino, bufv!, off, fi!) } }
         // No flush: the layer has nothing to do at close(2) before release, and the kernel,
         // told ENOSYS once, stops sending one request per close (a fifth of a small file's read).
         ops.release = { req, ino, fi in Layer.of(req).timed(.release) { $0.release(req!, ino, fi!) } }
@@ -76,6 +76,15 @@ extension Layer {
             conn.pointee.want |= UInt32(FUSE_CAP_WRITEBACK_CACHE)
         }
         conn.pointee.max_write = UInt32(min(options.maxWrite, 1 << 20))
+        // With --splice, WRITE data stays in a pipe and goes to the lower file by splice when no byte
+        // changes on the way (identity): one copy of every written byte less. libfuse then reads every
+        // small request back out of the pipe (a syscall more), so it is opt-in, and never for codecs
+        // that must see the bytes.
+        if engine.codec.passesBytesThrough && options.splice && conn.pointee.capable & UInt32(FUSE_CAP_SPLICE_READ) != 0 {
+            conn.pointee.want |= UInt32(FUSE_CAP_SPLICE_READ)
+        } else {
+            conn.pointee.want &= ~UInt32(FUSE_CAP_SPLICE_READ)
+        }
         if !options.readdirPlus {
             conn.pointee.want &= ~UInt32(FUSE_CAP_READDIRPLUS | FUSE_CAP_READDIRPLUS_AUTO)
         }

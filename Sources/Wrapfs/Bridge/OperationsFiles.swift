@@ -105,11 +105,23 @@ extension Layer {
         }
     }
 
-    func write(_ req: fuse_req_t, _ ino: fuse_ino_t, _ buf: UnsafePointer<CChar>, _ size: Int, _ off: off_t,
+    /// WRITE with the data in libfuse's buffer, or (identity, FUSE_CAP_SPLICE_READ) still in the pipe
+    /// it was spliced into, so the kernel can move it to the lower file without a copy through us.
+    func writeBuf(_ req: fuse_req_t, _ ino: fuse_ino_t, _ bufv: UnsafeMutablePointer<fuse_bufvec>, _ off: off_t,
+                  _ fi: UnsafeMutablePointer<fuse_file_info>) {
+        let size = fuse_buf_size(bufv)
+        if let mem = wrapfs_buf_mem(bufv) {
+            write(req, ino, .memory(UnsafeRawBufferPointer(start: mem, count: size)), off, fi)
+        } else {
+            write(req, ino, .pipe(bufv, count: size), off, fi)
+        }
+    }
+
+    func write(_ req: fuse_req_t, _ ino: fuse_ino_t, _ data: WriteSource, _ off: off_t,
                _ fi: UnsafeMutablePointer<fuse_file_info>) {
         serve(req) {
             guard let file = OpenFile.from(fi) else { throw Errno.EBADF }
-            let data = UnsafeRawBufferPointer(start: buf, count: size)
+            let size = data.count
             var placedElsewhere = false
             try file.inode.content.writing {
                 var offset = Int64(off)
@@ -121,8 +133,9 @@ extension Layer {
                     placedElsewhere = end != offset
                     offset = end
                 }
-                if !file.readable { try requireWholePages(file, offset: offset, count: size) }
-                try engine.write(file.lower, offset: offset, data: data)
+                // A codec that changes no byte stores any range without reading the pages around it.
+                if !file.readable && !engine.codec.passesBytesThrough { try requireWholePages(file, offset: offset, count: size) }
+                try engine.write(file.lower, offset: offset, source: data)
             }
             contentChanged(file.inode)
             fuse_reply_write(req, size)

@@ -38,6 +38,9 @@ public protocol Codec: AnyObject {
     /// its hole check on reads. Otherwise an all-zero slot reads as zeros without decoding, so
     /// `encode` must never turn a page that is not all zeros into an all-zero slot.
     var encodesZerosAsZeros: Bool { get }
+    /// True when encode and decode change no byte (identity). The engine then writes a request's
+    /// bytes straight to the lower file at their offset, with no page loaded, copied or encoded.
+    var passesBytesThrough: Bool { get }
 
     /// Fills a new file's header (for example with a random file ID). Called once per file.
     func makeHeader(_ header: UnsafeMutableRawBufferPointer) throws
@@ -82,6 +85,7 @@ extension Codec {
     public var headerSize: Int { 0 }
     public var preservesSize: Bool { slotSize == pageSize && headerSize == 0 }
     public var encodesZerosAsZeros: Bool { false }
+    public var passesBytesThrough: Bool { false }
     public func makeHeader(_ header: UnsafeMutableRawBufferPointer) throws {}
     public func checkHeader(_ header: UnsafeRawBufferPointer) throws {}
     public func plainLength(ofLastSlot slot: UnsafeRawBufferPointer, context: PageContext) throws -> Int {

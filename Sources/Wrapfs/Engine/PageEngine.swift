@@ -11,6 +11,19 @@ struct LowerFile {
     let inode: Inode
 }
 
+/// A WRITE request's data: in libfuse's buffer, or still in the pipe it was spliced into from
+/// /dev/fuse (`count` bytes either way).
+enum WriteSource {
+    case memory(UnsafeRawBufferPointer)
+    case pipe(UnsafeMutablePointer<fuse_bufvec>, count: Int)
+    var count: Int {
+        switch self {
+        case .memory(let data): data.count
+        case .pipe(_, let count): count
+        }
+    }
+}
+
 /// Maps logical byte ranges to slots of the lower file and runs every page through the codec.
 ///
 /// Callers hold the inode's content lock: shared for `read` and `seek`, exclusive for the rest.
@@ -214,6 +227,7 @@ final class PageEngine {
     /// Writes `data` at logical `offset`, growing the file as needed.
     func write(_ file: LowerFile, offset: Int64, data: UnsafeRawBufferPointer) throws {
         guard !data.isEmpty else { return }
+        if codec.passesBytesThrough { return try writeThrough(file, offset: offset, count: data.count) { try file.fd.write(data, at: offset) } }
         var (lowerSize, size) = try sizes(file)
         let first = offset / pageSize
         // A new file's header goes out in one pwrite with its first slot.
@@ -235,6 +249,45 @@ final class PageEngine {
             if grewOldLast { try? truncate(file, to: size) }
             throw error
         }
+    }
+
+    /// Writes a request's data wherever it is: in memory, or still in the pipe libfuse spliced
+    /// it into (only codecs that change no byte ask for that; any other gets it copied out).
+    func write(_ file: LowerFile, offset: Int64, source: WriteSource) throws {
+        switch source {
+        case .memory(let data):
+            try write(file, offset: offset, data: data)
+        case .pipe(let bufv, let count) where codec.passesBytesThrough:
+            try writeThrough(file, offset: offset, count: count) {
+                // The kernel moves the request's pages from the pipe into the lower file.
+                var done = 0
+                while done < count {
+                    let n = wrapfs_buf_to_fd(bufv, file.fd.rawValue, off_t(offset) + off_t(done))
+                    if n < 0 { throw Errno(Int32(-n)) }
+                    if n == 0 { throw Errno.EIO }
+                    done += n
+                }
+            }
+        case .pipe(let bufv, let count):
+            try pool.with(count) { buffer in
+                guard wrapfs_buf_to_mem(bufv, buffer.baseAddress, count) == count else { throw Errno.EIO }
+                try write(file, offset: offset, data: UnsafeRawBufferPointer(buffer))
+            }
+        }
+    }
+
+    /// `write` for a codec that changes no byte: the request's bytes go down as they are (no page
+    /// loaded, copied or encoded; unaligned writes read nothing).
+    private func writeThrough(_ file: LowerFile, offset: Int64, count: Int, _ store: () throws -> Void) throws {
+        let lowerSize = Int64(try file.fd.stat().st_size)
+        do {
+            try store()
+        } catch {
+            // A full lower disk mid-write: the file keeps its old length, as the failed call reports.
+            if offset + Int64(count) > lowerSize { try? file.fd.truncate(to: lowerSize) }
+            throw error
+        }
+        stats.encoded(plain: count, into: count)
     }
 
     /// The second half of `write`: loads partly covered pages, copies `data` in and stores the pages.
