@@ -166,8 +166,8 @@ static inline long wrapfs_fs_type(int fd) {
 }
 
 // Every known inode holds a descriptor: raise the open-file limit as far as allowed
-// (as root, to the system's nr_open). Returns the new soft limit.
-static inline long wrapfs_raise_nofile(void) {
+// (as root, to the system's nr_open), or to `cap` when it is positive. Returns the new soft limit.
+static inline long wrapfs_raise_nofile(long cap) {
     struct rlimit rl;
     if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return -1;
     FILE *f = fopen("/proc/sys/fs/nr_open", "r");
@@ -177,7 +177,15 @@ static inline long wrapfs_raise_nofile(void) {
     rl.rlim_cur = rl.rlim_max;
     if (setrlimit(RLIMIT_NOFILE, &rl) != 0) { getrlimit(RLIMIT_NOFILE, &rl); rl.rlim_cur = rl.rlim_max; setrlimit(RLIMIT_NOFILE, &rl); }
     getrlimit(RLIMIT_NOFILE, &rl);
+    if (cap > 0 && (rlim_t)cap < rl.rlim_cur) { rl.rlim_cur = (rlim_t)cap; setrlimit(RLIMIT_NOFILE, &rl); }
+    getrlimit(RLIMIT_NOFILE, &rl);
     return (long)rl.rlim_cur;
+}
+
+// The soft open-file limit.
+static inline long wrapfs_nofile(void) {
+    struct rlimit rl;
+    return getrlimit(RLIMIT_NOFILE, &rl) == 0 ? (long)rl.rlim_cur : 1024;
 }
 
 static inline int wrapfs_errno(void) { return errno; }

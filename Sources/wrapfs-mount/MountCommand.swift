@@ -47,6 +47,8 @@ struct MountCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Kernel read-ahead of the mount in KiB (0: the kernel's 128 KiB), set in /sys/class/bdi when the daemon may write there.", valueName: "KiB"))
     var readAhead = 1024
     @Flag(help: "Do not offer readdirplus to the kernel.") var noReaddirplus = false
+    @Option(help: ArgumentHelp("Most descriptors the daemon may hold (default: as many as the system allows). Past three quarters of them, new entries reach the kernel uncached, so it forgets files nothing uses.", valueName: "N"))
+    var maxDescriptors: Int?
     @Flag(help: "identity: splice written data from /dev/fuse to the lower file (big writes faster, small requests slower; needs fs.pipe-max-size >= 1052672 or CAP_SYS_RESOURCE).")
     var splice = false
     @Flag(help: "No extended attributes (EOPNOTSUPP, as bare FUSE and bindfs --xattr-none): saves a request per written file and two per file `ls -l` lists.")
@@ -78,6 +80,7 @@ struct MountCommand: ParsableCommand {
         }
         if let threads, threads < 1 || threads > 1024 { throw ValidationError("--threads must be between 1 and 1024") }
         if maxWrite < 4096 || maxWrite > 1 << 20 { throw ValidationError("--max-write must be between 4096 and 1048576") }
+        if let maxDescriptors, maxDescriptors < 64 { throw ValidationError("--max-descriptors must be at least 64") }
         if readAhead < 0 || readAhead > 1 << 20 { throw ValidationError("--read-ahead must be between 0 and 1048576 KiB") }
         if attrTimeout < 0 || entryTimeout < 0 || negativeTimeout < 0 { throw ValidationError("timeouts cannot be negative") }
         if let coherence, Coherence(rawValue: coherence) == nil { throw ValidationError("--coherence takes open or explicit, got '\(coherence)'") }
@@ -88,7 +91,7 @@ struct MountCommand: ParsableCommand {
 
     private func mount() throws {
         wrapfs_close_inherited()
-        _ = wrapfs_raise_nofile()
+        _ = wrapfs_raise_nofile(maxDescriptors ?? 0)
         BuiltinCodecs.register()
         try PluginLoading.load(codecPlugins)
         let lowerPath = shim ? "" : try checkDirectory(lower, what: "lower directory", code: Exit.badLower)

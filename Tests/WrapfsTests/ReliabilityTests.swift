@@ -343,6 +343,34 @@ struct ReliabilityTests {
         }
     }
 
+    /// Every known inode holds a descriptor; some machines cap a process at 20,000, fewer than the
+    /// files of a big tree. `--max-descriptors 600` makes the same happen with 2,400 files.
+    @Test("a tree of four times more files than the daemon may hold descriptors: untar, read all, ls -lR, rm -rf all work",
+          .timeLimit(.minutes(5)), arguments: ["identity", "aes-gcm"])
+    func moreFilesThanDescriptors(codec: String) throws {
+        let s = try Scratch("fds")
+        defer { s.remove() }
+        _ = try sh("""
+            mkdir -p '\(s.path)/src/tree'; cd '\(s.path)/src/tree'
+            for d in $(seq 1 4); do mkdir d$d; for f in $(seq 1 600); do echo "file $d/$f" > d$d/f$f; done; done
+            tar -C '\(s.path)/src' -cf '\(s.path)/tree.tar' tree
+            """)
+        let layer = try LayerSetup(s, codec: codec, extra: ["--max-descriptors", "600"])
+        let m = try layer.mount()
+        defer { m.unmount() }
+        let pid = m.daemon.pid
+        let untar = try run("/bin/tar", ["-C", layer.point, "-xf", s.path + "/tree.tar"], timeout: 180)
+        #expect(untar.status == 0, "\(untar.output.prefix(2000))")
+        #expect(descriptorCount(pid) < 600)
+        let compare = try run("/usr/bin/diff", ["-r", s.path + "/src/tree", layer.point + "/tree"], timeout: 180)
+        #expect(compare.status == 0, "\(compare.output.prefix(2000))")
+        let listing = try sh("ls -lR '\(layer.point)/tree' | grep -c '^-'")
+        #expect(listing.trimmingCharacters(in: .whitespacesAndNewlines) == "2400")
+        #expect(descriptorCount(pid) < 600)
+        #expect(try run("/bin/rm", ["-rf", layer.point + "/tree"], timeout: 180).status == 0)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: layer.point).isEmpty)
+    }
+
     @Test("10,000 open/close cycles leave the daemon's descriptors as they were; memory stays flat through untar/rm loops",
           .timeLimit(.minutes(5)), arguments: ["identity", "gzip", "aes-gcm"])
     func descriptorsAndMemory(codec: String) throws {

@@ -151,10 +151,25 @@ public final class Layer {
 
     /// Looks up the lower entry `lowerName` in `parent`, counting one kernel lookup.
     func entry(parent: Inode, lowerName: UnsafePointer<CChar>) throws -> fuse_entry_param {
-        let fd = try parent.fd.openAt(lowerName, O_PATH | O_NOFOLLOW)
+        let fd = try openForEntry(parent, lowerName)
         let st: stat
         do { st = try lowerStat(fd) } catch { fd.close(); throw error }
         return try entryParameters(inodes.remember(fd: fd, stat: st), st)
+    }
+
+    /// Opens `lowerName` in `parent` (O_PATH) for a new entry. Out of descriptors, it asks the
+    /// kernel to drop old entries and waits for the forgets to close theirs (up to 200 ms).
+    private func openForEntry(_ parent: Inode, _ lowerName: UnsafePointer<CChar>) throws -> FileDescriptor {
+        var attempts = 0
+        while true {
+            do {
+                return try parent.fd.openAt(lowerName, O_PATH | O_NOFOLLOW)
+            } catch let e as Errno where e == .EMFILE && attempts < 20 {
+                attempts += 1
+                inodes.shedEntries()
+                usleep(10_000)
+            }
+        }
     }
 
     /// The entry for `lowerName` in `parent` when the stream said it is inode `ino` of type
@@ -179,7 +194,9 @@ public final class Layer {
             throw error
         }
         e.attr_timeout = options.attributeTimeout
-        e.entry_timeout = options.entryTimeout
+        // When descriptors run short the kernel must not keep entries nothing uses (see
+        // `InodeTable.descriptorHighWater`): with a zero timeout it drops them at their last use.
+        e.entry_timeout = inodes.descriptorsScarce ? 0 : options.entryTimeout
         return e
     }
 
@@ -219,6 +236,16 @@ public final class Layer {
         let parentStat = try? parent.fd.stat()
         let gid = (parentStat.map { $0.st_mode & S_ISGID != 0 } ?? false) ? gid_t.max : ctx.gid
         _ = fchownat(parent.fd.rawValue, lowerName, ctx.uid, gid, AT_SYMLINK_NOFOLLOW)
+    }
+
+    /// Notes that the kernel will know `e`'s file as `name` in directory `parent` (its node ID in
+    /// this mount), so its entry can be dropped by name when descriptors run short.
+    func named(_ e: fuse_entry_param, parent: fuse_ino_t, _ name: UnsafePointer<CChar>) -> fuse_entry_param {
+        if e.ino != FUSE_ROOT_ID {
+            let bytes = UnsafeRawBufferPointer(start: name, count: strlen(name))
+            inodes.inode(e.ino).upperName = (inodes.mount, UInt64(parent), [UInt8](bytes))
+        }
+        return e
     }
 
     func reply(_ req: fuse_req_t, entry e: fuse_entry_param) {

@@ -17,6 +17,37 @@ final class MountGroup: @unchecked Sendable {
     init(table: InodeTable, mounts: Int) {
         self.table = table
         sessions = Array(repeating: nil, count: mounts)
+        table.onScarce = { [unowned self] in shedEntries() }
+    }
+
+    /// Whether a shedding pass is queued or running, and when the last one started.
+    private var shedding = false
+    private var lastShed: UInt64 = 0
+
+    /// Asks the kernel to drop the cached entries of the oldest known files (the table is past its
+    /// descriptor high water mark). Each entry nothing uses goes at once and the kernel forgets its
+    /// inode, so the descriptor closes; an open file keeps working. At most one pass at a time,
+    /// and not more often than every 50 ms (names may be stale; then nothing is dropped).
+    private func shedEntries() {
+        let now = DispatchTime.now().uptimeNanoseconds
+        let start = lock.locked { () -> Bool in
+            guard !shedding, now - lastShed > 50_000_000 else { return false }
+            shedding = true
+            lastShed = now
+            return true
+        }
+        guard start else { return }
+        notifier.async { [self] in
+            defer { lock.locked { shedding = false } }
+            for victim in table.sheddable(table.excess) {
+                guard let se = session(victim.mount) else { continue }
+                victim.name.withUnsafeBufferPointer { name in
+                    name.withMemoryRebound(to: CChar.self) {
+                        _ = fuse_lowlevel_notify_inval_entry(se, fuse_ino_t(victim.parent), $0.baseAddress, $0.count)
+                    }
+                }
+            }
+        }
     }
 
     var count: Int { sessions.count }

@@ -15,7 +15,7 @@ extension Layer {
             let lname: [CChar]
             do { lname = try lowerName(name, in: dir) } catch let e as Errno where e == .EPERM { throw Errno.ENOENT }
             do {
-                reply(req, entry: try entry(parent: dir, lowerName: lname))
+                reply(req, entry: named(try entry(parent: dir, lowerName: lname), parent: parent, name))
             } catch let e as Errno where e == .ENOENT && options.negativeTimeout > 0 {
                 var neg = fuse_entry_param()
                 neg.entry_timeout = options.negativeTimeout

@@ -78,12 +78,18 @@ extension Layer {
                 if plus {
                     var e = fuse_entry_param()
                     e.attr = st
-                    if !ent.lowerName.isEmpty {
-                        guard let found = try? ent.lowerName.withUnsafeBufferPointer({ try entry(parent: parent, lowerName: $0.baseAddress!, ino: UInt64(ent.ino), type: st.st_mode) }) else {
+                    // Node ID 0: a name without attributes, which the kernel looks up when it needs
+                    // them (so when descriptors run short a listing adds no inodes).
+                    if !ent.lowerName.isEmpty && !inodes.descriptorsScarce {
+                        do {
+                            let found = try ent.lowerName.withUnsafeBufferPointer {
+                                try entry(parent: parent, lowerName: $0.baseAddress!, ino: UInt64(ent.ino), type: st.st_mode)
+                            }
+                            e = ent.name.withUnsafeBufferPointer { named(found, parent: ino, $0.baseAddress!) }
+                        } catch let error as Errno where error == .ENOENT {
                             index += 1  // vanished since the stream read it
                             continue
-                        }
-                        e = found
+                        } catch {}
                     }
                     entrySize = fuse_add_direntry_plus(req, buf + used, room, ent.name, &e, ent.next)
                     if entrySize > room && e.ino != 0 { inodes.forget(e.ino, count: 1) }

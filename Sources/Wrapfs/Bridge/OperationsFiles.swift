@@ -46,7 +46,7 @@ extension Layer {
                 }
                 adoptOwnership(req, parent: dir, lowerName: n)
                 let e: fuse_entry_param
-                do { e = try entry(parent: dir, lowerName: n) } catch { fd.close(); throw error }
+                do { e = named(try entry(parent: dir, lowerName: n), parent: parent, name) } catch { fd.close(); throw error }
                 let inode = inodes.inode(e.ino)
                 if exclusive != 0 { inode.recordLacksCapability() }  // a file just made has no capabilities
                 let file = OpenFile(fd: fd, inode: inode, flags: fi.pointee.flags, readable: readable, opener: Opener(req, registry: openFiles))

@@ -13,7 +13,7 @@ extension Layer {
             try lname.withUnsafeBufferPointer { n in
                 try make(dir, n.baseAddress!)
                 adoptOwnership(req, parent: dir, lowerName: n.baseAddress!)
-                reply(req, entry: try entry(parent: dir, lowerName: n.baseAddress!))
+                reply(req, entry: named(try entry(parent: dir, lowerName: n.baseAddress!), parent: parent, name))
             }
         }
     }
@@ -82,7 +82,7 @@ extension Layer {
             let dir = inodes.inode(newParent)
             let lname = try lowerNameForNew(newName, in: dir)
             try inodes.inode(ino).fd.linkTo(dir.fd, lname)
-            reply(req, entry: try entry(parent: dir, lowerName: lname))
+            reply(req, entry: named(try entry(parent: dir, lowerName: lname), parent: newParent, newName))
         }
     }
 }

@@ -99,6 +99,17 @@ public final class Inode {
     private let xattrGeneration = Atomic<UInt64>(0)
     private let lacksCapabilityAt = Atomic<UInt64>(0)
 
+    /// The name the kernel last looked this file up by: its parent's node ID, the mount, and the
+    /// upper name. Used only to ask the kernel to drop the entry when descriptors run short
+    /// (a stale name is harmless: the kernel then finds nothing to drop).
+    var upperName: (mount: Int, parent: UInt64, name: [UInt8])? {
+        get { headerLock.locked { lastName } }
+        set { headerLock.locked { lastName = newValue } }
+    }
+    private var lastName: (mount: Int, parent: UInt64, name: [UInt8])?
+    /// Order of creation among inodes (older ones are dropped first when descriptors run short).
+    var sequence: UInt64 = 0
+
     var header: [UInt8]? {
         get { headerLock.locked { cachedHeader } }
         set { headerLock.locked { cachedHeader = newValue } }

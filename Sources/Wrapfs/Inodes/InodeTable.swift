@@ -14,6 +14,20 @@ final class InodeTable {
     /// Inodes the kernel still knows whose key a newer inode took (see `remember`).
     private var displaced: [ObjectIdentifier: Inode] = [:]
     private let lock = Mutex()
+    /// Inodes known (each holds a descriptor), the root not counted.
+    private let known = Atomic<Int>(0)
+    /// Past this many known inodes (three quarters of the open-file limit; the rest is for open
+    /// files), new entries go to the kernel with a zero entry timeout: it then drops each as soon as
+    /// nothing uses it and forgets the inode, which closes the descriptor. Without that, a tree of
+    /// more files than the limit (20,000 on some machines) fails with EMFILE while the kernel
+    /// caches every entry it has seen.
+    let descriptorHighWater = max(48, wrapfs_nofile() * 3 / 4)
+    /// Whether new entries should reach the kernel uncached (see `descriptorHighWater`).
+    var descriptorsScarce: Bool { known.load(ordering: .relaxed) > descriptorHighWater }
+    /// Called (on the thread that found it) when the known inodes pass `descriptorHighWater`: the
+    /// mount group then asks the kernel to drop the entries of the oldest (see `sheddable`).
+    var onScarce: (() -> Void)?
+    private var nextSequence: UInt64 = 0
 
     /// A lower FUSE file system may give one inode number to two files (path-based ones built on
     /// libfuse's high-level API, such as bindfs, do not pin their backing files): check hits.
@@ -49,14 +63,31 @@ final class InodeTable {
             }
             let inode = Inode(fd: fd, stat: st)
             inode.lookups = 1
+            nextSequence += 1
+            inode.sequence = nextSequence
+            known.add(1, ordering: .relaxed)
             // The kernel may still use the one it replaces: it lives until forgotten.
             if let displaced = byKey.updateValue(inode, forKey: key) { self.displaced[ObjectIdentifier(displaced)] = displaced }
             return (inode, true)
         }
         inode.markSeen(by: mount)
         if !fresh { fd.close() }
+        if descriptorsScarce { onScarce?() }
         return inode
     }
+
+    /// The names of up to `count` of the oldest known files that are not directories (dropping a
+    /// directory's entry would drop its whole subtree's), to be dropped from the kernel's cache:
+    /// it then forgets each file nothing holds open, and its descriptor closes.
+    func sheddable(_ count: Int) -> [(mount: Int, parent: UInt64, name: [UInt8])] {
+        let oldest = lock.locked {
+            byKey.values.filter { !$0.isDirectory }.sorted { $0.sequence < $1.sequence }.prefix(count)
+        }
+        return oldest.compactMap { $0.upperName }
+    }
+
+    /// How many known inodes to shed to get back to two thirds of the high water mark.
+    var excess: Int { known.load(ordering: .relaxed) - descriptorHighWater * 2 / 3 }
 
     fileprivate func rememberKnown(_ key: InodeKey, type: mode_t, root: Inode, mount: Int) -> Inode? {
         if verifyHits { return nil }
@@ -83,7 +114,10 @@ final class InodeTable {
         }
         // Closing the last descriptor of an unlinked file frees it in the lower file system; an
         // rmdir of its directory meanwhile busy-waits in the kernel, so rmdir waits for `closing`.
-        if doomed != nil { closing.run { doomed = nil } }
+        if doomed != nil {
+            known.subtract(1, ordering: .relaxed)
+            closing.run { doomed = nil }
+        }
     }
 
     /// The inode whose address is node ID `id` (any but FUSE_ROOT_ID).
@@ -104,6 +138,9 @@ struct InodeView {
     let mount: Int
 
     var verifyHits: Bool { table.verifyHits }
+    var descriptorsScarce: Bool { table.descriptorsScarce }
+    /// Asks the kernel to drop old entries now (see `InodeTable.onScarce`).
+    func shedEntries() { table.onScarce?() }
     var closing: WorkCounter { table.closing }
 
     func inode(_ id: fuse_ino_t) -> Inode {

@@ -28,6 +28,7 @@ public struct Errno: Error, Equatable, Hashable, CustomStringConvertible, Sendab
     public static let ERANGE = Errno(Glibc.ERANGE)
     public static let ENOTTY = Errno(Glibc.ENOTTY)
     public static let ENODATA = Errno(Glibc.ENODATA)
+    public static let EMFILE = Errno(Glibc.EMFILE)
     public static let EEXIST = Errno(Glibc.EEXIST)
     public static let ELOOP = Errno(Glibc.ELOOP)
     public static let EXDEV = Errno(Glibc.EXDEV)
