@@ -47,7 +47,7 @@ struct MountCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Kernel read-ahead of the mount in KiB (0: the kernel's 128 KiB), set in /sys/class/bdi when the daemon may write there.", valueName: "KiB"))
     var readAhead = 1024
     @Flag(help: "Do not offer readdirplus to the kernel.") var noReaddirplus = false
-    @Option(help: ArgumentHelp("Most descriptors the daemon may hold (default: as many as the system allows). Past three quarters of them, new entries reach the kernel uncached, so it forgets files nothing uses.", valueName: "N"))
+    @Option(help: ArgumentHelp("Most descriptors the daemon may hold (default: as many as the system allows). Near the limit (a reserve of a quarter, at most 2,048, is kept for open files) the kernel is asked to forget files nothing uses.", valueName: "N"))
     var maxDescriptors: Int?
     @Flag(help: "identity: splice written data from /dev/fuse to the lower file (big writes faster, small requests slower; needs fs.pipe-max-size >= 1052672 or CAP_SYS_RESOURCE).")
     var splice = false

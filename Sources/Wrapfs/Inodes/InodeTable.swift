@@ -16,12 +16,12 @@ final class InodeTable {
     private let lock = Mutex()
     /// Inodes known (each holds a descriptor), the root not counted.
     private let known = Atomic<Int>(0)
-    /// Past this many known inodes (three quarters of the open-file limit; the rest is for open
-    /// files), new entries go to the kernel with a zero entry timeout: it then drops each as soon as
-    /// nothing uses it and forgets the inode, which closes the descriptor. Without that, a tree of
-    /// more files than the limit (20,000 on some machines) fails with EMFILE while the kernel
-    /// caches every entry it has seen.
-    let descriptorHighWater = max(48, wrapfs_nofile() * 3 / 4)
+    /// Past this many known inodes (the open-file limit less a reserve for open files and the
+    /// daemon's own: a quarter of the limit, at most 2,048), the kernel is asked to drop old entries
+    /// and new ones reach it uncached: it forgets each inode nothing uses, which closes the
+    /// descriptor. Without that, a tree of more files than the limit (20,000 on some machines)
+    /// fails with EMFILE while the kernel caches every entry it has seen.
+    let descriptorHighWater = { (limit: Int) in max(48, limit - min(limit / 4, 2048)) }(wrapfs_nofile())
     /// Whether new entries should reach the kernel uncached (see `descriptorHighWater`).
     var descriptorsScarce: Bool { known.load(ordering: .relaxed) > descriptorHighWater }
     /// Called (on the thread that found it) when the known inodes pass `descriptorHighWater`: the
