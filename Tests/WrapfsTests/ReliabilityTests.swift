@@ -371,6 +371,37 @@ struct ReliabilityTests {
         #expect(try FileManager.default.contentsOfDirectory(atPath: layer.point).isEmpty)
     }
 
+    @Test("open files using up the daemon's descriptors: lookups and opens fail with EMFILE, the daemon lives on, all works once they close",
+          .timeLimit(.minutes(2)))
+    func openFilesUseUpDescriptors() throws {
+        let s = try Scratch("emfile")
+        defer { s.remove() }
+        let layer = try LayerSetup(s, codec: "identity", extra: ["--max-descriptors", "100"])
+        let m = try layer.mount()
+        defer { m.unmount() }
+        for i in 0..<80 { try writeFile(layer.point + "/f\(i)", pattern(100 + i)) }
+        // Each open file holds two of the daemon's descriptors (its inode's and the open lower file);
+        // with the kernel's cache dropped, every name is looked up again. 40 open files leave too few
+        // for looking up the other 40: those lookups meet EMFILE with few inodes known (little or
+        // nothing to shed) and give up after their wait.
+        try dropCaches()
+        var held: [Int32] = []
+        var errors: Set<Int32> = []
+        for i in 0..<40 {
+            let fd = open(layer.point + "/f\(i)", O_RDONLY)
+            if fd < 0 { errors.insert(errno) } else { held.append(fd) }
+        }
+        for i in 40..<80 {
+            var st = stat()
+            if stat(layer.point + "/f\(i)", &st) != 0 { errors.insert(errno) }
+        }
+        #expect(errors == [EMFILE], "held \(held.count), errors \(errors)")
+        var st = stat()
+        #expect(stat(layer.point, &st) == 0 && m.daemon.isRunning)
+        for fd in held { close(fd) }
+        for i in 0..<80 { #expect(try readFile(layer.point + "/f\(i)") == pattern(100 + i)) }
+    }
+
     @Test("10,000 open/close cycles leave the daemon's descriptors as they were; memory stays flat through untar/rm loops",
           .timeLimit(.minutes(5)), arguments: ["identity", "gzip", "aes-gcm"])
     func descriptorsAndMemory(codec: String) throws {

@@ -79,14 +79,17 @@ final class InodeTable {
     /// The names of up to `count` of the oldest known files that are not directories (dropping a
     /// directory's entry would drop its whole subtree's), to be dropped from the kernel's cache:
     /// it then forgets each file nothing holds open, and its descriptor closes.
+    /// (Names only leave the lock: an inode held past it could be freed, and its descriptor closed,
+    /// outside `closing`, where rmdir would not wait for it.)
     func sheddable(_ count: Int) -> [(mount: Int, parent: UInt64, name: [UInt8])] {
-        let oldest = lock.locked {
-            byKey.values.filter { !$0.isDirectory }.sorted { $0.sequence < $1.sequence }.prefix(count)
+        lock.locked {
+            byKey.values.filter { !$0.isDirectory }.sorted { $0.sequence < $1.sequence }
+                .prefix(max(0, count)).compactMap { $0.upperName }
         }
-        return oldest.compactMap { $0.upperName }
     }
 
-    /// How many known inodes to shed to get back to two thirds of the high water mark.
+    /// How many known inodes to shed to get back to two thirds of the high water mark (0 or less
+    /// when there are fewer: an EMFILE may come from open files, not inodes).
     var excess: Int { known.load(ordering: .relaxed) - descriptorHighWater * 2 / 3 }
 
     fileprivate func rememberKnown(_ key: InodeKey, type: mode_t, root: Inode, mount: Int) -> Inode? {
