@@ -218,10 +218,8 @@ struct OperationsTests {
             let layer = try LayerSetup(s, codec: "identity", extra: splice ? ["--splice"] : [])
             let m = try layer.mount()
             defer { m.unmount() }
-            let tracer = try Child("/usr/bin/strace", ["-f", "-p", "\(m.daemon.pid)", "-e", "trace=splice"],
-                                   outputPath: s.path + "/strace.log")
+            let tracer = try attachStrace(to: m.daemon.pid, calls: "splice", log: s.path + "/strace.log")
             defer { tracer.stop() }
-            usleep(1_000_000)  // strace attached
             var expected = pattern(4 << 20, seed: 3)
             let fd = open(layer.point + "/f", O_CREAT | O_RDWR, 0o644)
             defer { close(fd) }

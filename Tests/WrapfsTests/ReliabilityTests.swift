@@ -97,11 +97,8 @@ struct ReliabilityTests {
             let first = try layer.mount()
             defer { first.unmount() }
             try writeDurably(layer.point + "/f", data)
-            let tracer = try Child("/usr/bin/strace", ["-f", "-p", "\(first.daemon.pid)", "-e", "trace=\(step)",
-                                                       "-e", "inject=\(step):signal=KILL:when=1"],
-                                   outputPath: s.path + "/strace.log")
+            let tracer = try attachStrace(to: first.daemon.pid, calls: step, inject: "signal=KILL:when=1", log: s.path + "/strace.log")
             defer { tracer.stop() }
-            usleep(1_000_000)  // strace attached
             let cut = 65536 + 1000
             _ = Glibc.truncate(layer.point + "/f", off_t(cut))
             #expect(first.daemon.wait(timeout: 10), "step \(step): the daemon was not killed")
@@ -264,10 +261,8 @@ struct ReliabilityTests {
         // strace makes every lower pwrite, fsync and fdatasync of the daemon fail with EIO (nothing lands),
         // as a failing disk would; the reservation (fallocate) and the cut-back (ftruncate) still work.
         let calls = "pwrite64,fsync,fdatasync"
-        let tracer = try Child("/usr/bin/strace", ["-f", "-p", "\(m.daemon.pid)", "-e", "trace=\(calls)",
-                                                   "-e", "inject=\(calls):error=EIO"], outputPath: s.path + "/strace.log")
+        let tracer = try attachStrace(to: m.daemon.pid, calls: calls, inject: "error=EIO", log: s.path + "/strace.log")
         defer { tracer.stop() }
-        usleep(1_000_000)  // strace attached
         let patch = noise(10_000, seed: 22)
         var results: [String] = []
         errno = 0

@@ -127,3 +127,13 @@ func residentKiB(_ pid: pid_t) -> Int {
     let line = text.split(separator: "\n").first { $0.hasPrefix("VmRSS:") } ?? ""
     return Int(line.split(separator: " ").dropFirst().first ?? "") ?? -1
 }
+
+/// strace attached to every thread of `pid`, tracing `calls` and, with `inject`, injecting that
+/// fault into them (`error=EIO`, `signal=KILL:when=1`), logging to `log`. Returns once attached.
+func attachStrace(to pid: pid_t, calls: String, inject: String? = nil, log: String) throws -> Child {
+    var args = ["-f", "-p", "\(pid)", "-e", "trace=\(calls)"]
+    if let inject { args += ["-e", "inject=\(calls):\(inject)"] }
+    let tracer = try Child("/usr/bin/strace", args, outputPath: log)
+    usleep(1_000_000)  // strace attached
+    return tracer
+}
