@@ -130,6 +130,8 @@ struct MountCommand: ParsableCommand {
         // The identity shim serves applications that keep shared files coherent themselves.
         options.coherence = coherence.flatMap(Coherence.init(rawValue:)) ?? (codec.name == "identity" ? .explicit : .open)
         options.extendedAttributes = !noXattr
+        // Where the kernel checks permissions, it checks ACLs too, as the lower file system does.
+        options.posixACLs = fuse.contains("default_permissions")
         // Off by default although it wins the benchmark (docs/BENCHMARK.md): with it a full lower
         // disk fails fsync and close instead of the write, after the data was accepted.
         options.writebackCache = writebackCache

@@ -71,4 +71,82 @@ struct PermissionsTests {
             #expect(try Self.asNobody("cat /proc/\(m.daemon.pid)/environ /proc/\(m.daemon.pid)/mem", in: "/").status != 0)
         }
     }
+
+    /// An ACL granting uid 65534 read on a 0600 file (version 2, little-endian entries: owner rw,
+    /// user 65534 r, group none, mask r, other none), and one granting it everything on a 0700
+    /// directory, set as that directory's access and default ACL.
+    static let fileACL = "0x0200000001000600ffffffff02000400feff000004000000ffffffff10000400ffffffff20000000ffffffff"
+    static let directoryACL = "0x0200000001000700ffffffff02000700feff000004000000ffffffff10000700ffffffff20000000ffffffff"
+
+    @Test("POSIX ACLs are enforced under default_permissions, and a default ACL overrides the umask, as on the lower directory",
+          .timeLimit(.minutes(3)), arguments: ["identity", "aes-gcm"])
+    func aclsEnforced(codec: String) throws {
+        let s = try Scratch("acl")
+        defer { s.remove() }
+        chmod(s.path, 0o755)
+        let layer = try LayerSetup(s, codec: codec, extra: ["-o", "allow_other,default_permissions"])
+        let plain = try s.dir("plain")
+        for dir in [layer.lower, layer.point, plain] { chmod(dir, 0o755) }
+        // The reference must have ACLs at all, or it proves nothing.
+        _ = try sh("echo x > '\(plain)/probe' && setfattr -n system.posix_acl_access -v \(Self.fileACL) '\(plain)/probe' && rm '\(plain)/probe'")
+        let m = try layer.mount()
+        defer { m.unmount() }
+        chmod(layer.point, 0o755)
+        let tree = """
+            set -e
+            echo secret > f; chmod 600 f; setfattr -n system.posix_acl_access -v \(Self.fileACL) f
+            mkdir dacl; chmod 700 dacl
+            setfattr -n system.posix_acl_access -v \(Self.directoryACL) dacl
+            setfattr -n system.posix_acl_default -v \(Self.directoryACL) dacl
+            umask 077; touch dacl/inherits plain600; mkdir dacl/subdir
+            """
+        for dir in [plain, layer.point] { _ = try sh("cd '\(dir)' && \(tree)") }
+        var allowedByACL = 0
+        for action in ["cat f", "echo x >> f", "touch dacl/new", "ls dacl", "cat dacl/inherits", "echo y > dacl/inherits",
+                       "mkdir dacl/subdir/x", "chmod 600 f", "rm dacl/new"] {
+            let expected = try Self.asNobody(action, in: plain)
+            let got = try Self.asNobody(action, in: layer.point)
+            #expect(got.status == expected.status, "\(action): plain directory \(expected.status) \(expected.output), layer \(got.status) \(got.output)")
+            if expected.status == 0 { allowedByACL += 1 }
+        }
+        #expect(allowedByACL >= 5, "the ACLs allowed only \(allowedByACL) actions: the test lost its teeth")
+        // chmod through the mount narrows the ACL's mask, as on the lower directory.
+        for dir in [plain, layer.point] { _ = try sh("cd '\(dir)' && chmod 600 dacl/inherits") }
+        #expect(try Self.asNobody("cat dacl/inherits", in: layer.point).status == (try Self.asNobody("cat dacl/inherits", in: plain).status))
+        let listing = "find . -printf '%p %m %u %g %s\\n' | sort; find . | sort | while read -r p; do getfattr -d -m '^system[.]posix_acl' -e hex \"$p\"; done"
+        let (a, b) = (try sh("cd '\(plain)' && \(listing)"), try sh("cd '\(layer.point)' && \(listing)"))
+        #expect(a == b)
+        #expect(a.contains("posix_acl_default"), "the listing shows no default ACL: \(a)")
+    }
+
+
+    /// With ACLs enforced, the kernel asks for every checked file's ACL: a lower file system
+    /// without ACLs must read as "none", not fail the checks with EOPNOTSUPP.
+    @Test("over a lower without ACLs, modes decide and setting an ACL is refused, as on that lower",
+          .timeLimit(.minutes(2)), arguments: ["identity", "aes-gcm"])
+    func aclsOverLowerWithoutThem(codec: String) throws {
+        try withLowerFileSystem("ramfs") { base, _ in
+            let s = try Scratch("noacl")
+            defer { s.remove() }
+            chmod(s.path, 0o755)
+            let lower = base + "/lower", plain = base + "/plain"
+            for dir in [base, lower, plain] { mkdir(dir, 0o755); chmod(dir, 0o755) }
+            let layer = try LayerSetup(s, codec: codec, lower: lower, extra: ["-o", "allow_other"])
+            let m = try layer.mount()
+            defer { m.unmount() }
+            chmod(layer.point, 0o755)
+            let tree = "set -e; echo data > f644; chmod 644 f644; echo data > f600; chmod 600 f600; mkdir d755; chmod 755 d755"
+            for dir in [plain, layer.point] { _ = try sh("cd '\(dir)' && \(tree)") }
+            for action in ["cat f644", "cat f600", "ls d755", "touch d755/x", "echo x >> f644"] {
+                let expected = try Self.asNobody(action, in: plain)
+                let got = try Self.asNobody(action, in: layer.point)
+                #expect(got.status == expected.status, "\(action): plain \(expected.status) \(expected.output), layer \(got.status) \(got.output)")
+            }
+            #expect(try Self.asNobody("cat f644", in: layer.point).status == 0)
+            let setACL = "setfattr -n system.posix_acl_access -v \(Self.fileACL) f600 2>&1 || true"
+            let (a, b) = (try sh("cd '\(plain)' && \(setACL)"), try sh("cd '\(layer.point)' && \(setACL)"))
+            #expect(a.contains("not supported") && b.contains("not supported"), "plain: \(a); layer: \(b)")
+        }
+    }
+
 }

@@ -34,6 +34,11 @@ public final class Layer {
     let refreshQueue = DispatchQueue(label: "wrapfs.refresh")
     /// New entries get the caller's ownership when the daemon runs as root for others.
     let runsAsRoot = geteuid() == 0
+    /// Set at INIT: the kernel enforces POSIX ACLs (`LayerOptions.posixACLs` granted).
+    var kernelEnforcesACLs = false
+    /// Set at INIT: the kernel leaves the caller's umask to the layer (FUSE_CAP_DONT_MASK, asked
+    /// for with ACLs: a directory with a default ACL ignores the umask, as on a local file system).
+    var appliesUmask = false
 
     /// Opens the lower directory. Throws `Errno` when it is missing or not a directory.
     public convenience init(lower: String, codec: Codec, options: LayerOptions = LayerOptions(), log: Logger) throws {

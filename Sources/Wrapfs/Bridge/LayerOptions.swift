@@ -30,6 +30,11 @@ public struct LayerOptions {
     /// --xattr-none do: no getxattr round trip per written file (security.capability) or per
     /// file `ls -l` lists (ACL, SELinux label).
     public var extendedAttributes = true
+    /// Have the kernel enforce POSIX ACLs (FUSE_POSIX_ACL), as the lower file system would. Only
+    /// where the kernel checks permissions at all (`default_permissions`, which FUSE_POSIX_ACL
+    /// implies); `wrapfs-mount` turns it on with that option unless xattrs are off. Without it an
+    /// ACL is stored and shown but only the mode bits are checked.
+    public var posixACLs = false
     /// Offer readdirplus (names with attributes in one reply) to the kernel.
     public var readdirPlus = true
     /// With a codec that changes no byte (identity), take WRITE data by splice and move it to the

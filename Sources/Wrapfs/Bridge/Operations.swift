@@ -85,6 +85,14 @@ extension Layer {
         } else {
             conn.pointee.want &= ~UInt32(FUSE_CAP_SPLICE_READ)
         }
+        if options.posixACLs && options.extendedAttributes && conn.pointee.capable & UInt32(FUSE_CAP_POSIX_ACL) != 0 {
+            conn.pointee.want |= UInt32(FUSE_CAP_POSIX_ACL)
+            kernelEnforcesACLs = true
+            if conn.pointee.capable & UInt32(FUSE_CAP_DONT_MASK) != 0 {
+                conn.pointee.want |= UInt32(FUSE_CAP_DONT_MASK)
+                appliesUmask = true
+            }
+        }
         if !options.readdirPlus {
             conn.pointee.want &= ~UInt32(FUSE_CAP_READDIRPLUS | FUSE_CAP_READDIRPLUS_AUTO)
         }

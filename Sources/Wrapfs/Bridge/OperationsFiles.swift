@@ -38,6 +38,7 @@ extension Layer {
         serve(req) {
             let dir = inodes.inode(parent)
             let lname = try lowerNameForNew(name, in: dir)
+            let mode = creationMode(req, mode, in: dir)
             try lname.withUnsafeBufferPointer { nb in
                 let n = nb.baseAddress!
                 let exclusive = fi.pointee.flags & O_EXCL

@@ -19,11 +19,11 @@ extension Layer {
     }
 
     func mknod(_ req: fuse_req_t, _ parent: fuse_ino_t, _ name: UnsafePointer<CChar>, _ mode: mode_t, _ rdev: dev_t) {
-        makeEntry(req, parent, name) { dir, n in try dir.fd.mknodAt(n, mode: mode, device: rdev) }
+        makeEntry(req, parent, name) { dir, n in try dir.fd.mknodAt(n, mode: creationMode(req, mode, in: dir), device: rdev) }
     }
 
     func mkdir(_ req: fuse_req_t, _ parent: fuse_ino_t, _ name: UnsafePointer<CChar>, _ mode: mode_t) {
-        makeEntry(req, parent, name) { dir, n in try dir.fd.mkdirAt(n, mode: mode) }
+        makeEntry(req, parent, name) { dir, n in try dir.fd.mkdirAt(n, mode: creationMode(req, mode, in: dir)) }
     }
 
     func symlink(_ req: fuse_req_t, _ target: UnsafePointer<CChar>, _ parent: fuse_ino_t, _ name: UnsafePointer<CChar>) {

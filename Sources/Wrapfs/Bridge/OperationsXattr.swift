@@ -41,6 +41,9 @@ extension Layer {
             } catch let error as Errno where error == .ENODATA && isCapability {
                 inode.recordLacksCapability(generation: capability.generation)
                 throw error
+            } catch let error as Errno where error == .EOPNOTSUPP && kernelEnforcesACLs && Layer.isACL(name) {
+                // A lower without ACLs has none; EOPNOTSUPP would fail the kernel's permission checks.
+                throw Errno.ENODATA
             }
         }
     }
