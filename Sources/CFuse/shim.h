@@ -251,8 +251,12 @@ static inline ssize_t wrapfs_copy_file_range(int in, int64_t *in_off, int out, i
     return (ssize_t)syscall(SYS_copy_file_range, in, in_off, out, out_off, len, 0u);
 }
 static inline ssize_t wrapfs_sendfile(int out, int in, off_t *offset, size_t count) { return sendfile(out, in, offset, count); }
+// splice(2) with its flags, as libfuse passes them to the session's custom I/O.
+static inline ssize_t wrapfs_splice_flags(int in, off_t *in_off, int out, off_t *out_off, size_t len, unsigned flags) {
+    return (ssize_t)syscall(SYS_splice, in, in_off, out, out_off, len, flags);
+}
 static inline ssize_t wrapfs_splice(int in, int64_t *in_off, int out, int64_t *out_off, size_t len) {
-    return (ssize_t)syscall(SYS_splice, in, in_off, out, out_off, len, 0u);
+    return wrapfs_splice_flags(in, (off_t *)in_off, out, (off_t *)out_off, len, 0u);
 }
 static inline int wrapfs_syncfs(int fd) { return (int)syscall(SYS_syncfs, fd); }
 static const int wrapfs_o_tmpfile = 020000000 | O_DIRECTORY;  // __O_TMPFILE of x86 and the generic ABI

@@ -51,8 +51,10 @@ struct MountCommand: ParsableCommand {
     var maxDescriptors: Int?
     @Flag(help: "identity: splice written data from /dev/fuse to the lower file (big writes faster, small requests slower; needs fs.pipe-max-size >= 1052672 or CAP_SYS_RESOURCE).")
     var splice = false
-    @Flag(help: "No extended attributes (EOPNOTSUPP, as bare FUSE and bindfs --xattr-none): saves a request per written file and two per file `ls -l` lists.")
+    @Flag(help: "No extended attributes (EOPNOTSUPP, as bare FUSE and bindfs --xattr-none): saves a request per file written or chowned and two per file `ls -l` lists.")
     var noXattr = false
+    @Flag(help: "Leave set-ID clearing on write to the kernel (no FUSE_HANDLE_KILLPRIV_V2): a security.capability request per write(2), and set-group-ID without group execute survives.")
+    var kernelClearsSetid = false
     @Flag(name: [.customShort("v"), .long], help: "Log debug lines.") var verbose = false
     @OptionGroup var passphrase: PassphraseOptions
 
@@ -142,6 +144,7 @@ struct MountCommand: ParsableCommand {
         options.readAheadKiB = readAhead
         options.readdirPlus = !noReaddirplus
         options.splice = splice
+        options.daemonClearsSetID = !kernelClearsSetid
         if isVolume { options.hiddenRootNames = [VolumeFile.name] }
         umask(0)  // modes come from the kernel with the caller's umask applied
         let layers: [Layer]

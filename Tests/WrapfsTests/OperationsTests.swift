@@ -171,6 +171,30 @@ struct OperationsTests {
         }
     }
 
+    /// FUSE clears SB_NOSEC, so the kernel asks for security.capability before every write(2)
+    /// unless the daemon takes set-ID clearing over (FUSE_HANDLE_KILLPRIV_V2).
+    @Test("writes ask for security.capability once per file, not once per write; --kernel-clears-setid asks every time",
+          arguments: ["identity", "aes-gcm"])
+    func capabilityAskedOnce(codec: String) throws {
+        for daemonClears in [true, false] {
+            try withLayers([codec], extra: daemonClears ? [] : ["--kernel-clears-setid"]) { top, _, _ in
+                func getxattrs() throws -> Int {
+                    (try statusJSON(top)["operations"] as? [[String: Any]] ?? []).first { $0["name"] as? String == "getxattr" }?["count"] as? Int ?? 0
+                }
+                try writeFile(top + "/f", pattern(1 << 20))
+                let before = try getxattrs()
+                try sh("dd if=/dev/zero of='\(top)/f' bs=4k count=200 conv=notrunc status=none")
+                let asked = try getxattrs() - before
+                if daemonClears {
+                    #expect(asked <= 2, "200 writes asked \(asked) times")
+                } else {
+                    #expect(asked >= 200, "200 writes asked \(asked) times")
+                }
+                #expect(try readFile(top + "/f").prefix(4096) == [UInt8](repeating: 0, count: 4096)[...])
+            }
+        }
+    }
+
     /// The kernel caps a FUSE mount's read-ahead at 128 KiB unless its device's sysfs entry says
     /// more; the daemon sets 1 MiB there, so a streaming read comes in a few big requests.
     @Test("read-ahead: 1 MiB by default, so a streaming read arrives in big requests; --read-ahead 0 keeps the kernel's",

@@ -39,6 +39,9 @@ public final class Layer {
     /// Set at INIT: the kernel leaves the caller's umask to the layer (FUSE_CAP_DONT_MASK, asked
     /// for with ACLs: a directory with a default ACL ignores the umask, as on a local file system).
     var appliesUmask = false
+    /// The FUSE_HANDLE_KILLPRIV_V2 handshake (`installRequestIO`); `accepted` once the daemon
+    /// clears set-ID bits itself.
+    let privileges = PrivilegeHandshake()
 
     /// Opens the lower directory. Throws `Errno` when it is missing or not a directory.
     public convenience init(lower: String, codec: Codec, options: LayerOptions = LayerOptions(), log: Logger) throws {

@@ -27,14 +27,19 @@ public struct LayerOptions {
     public var threads = 0
     /// Serve extended attributes. Without them the layer answers ENOSYS once and the kernel
     /// stops asking (applications get EOPNOTSUPP), as bare FUSE (passthrough_ll) and bindfs
-    /// --xattr-none do: no getxattr round trip per written file (security.capability) or per
-    /// file `ls -l` lists (ACL, SELinux label).
+    /// --xattr-none do: no getxattr round trip per file written or chowned (security.capability)
+    /// or per file `ls -l` lists (ACL, SELinux label).
     public var extendedAttributes = true
     /// Have the kernel enforce POSIX ACLs (FUSE_POSIX_ACL), as the lower file system would. Only
     /// where the kernel checks permissions at all (`default_permissions`, which FUSE_POSIX_ACL
     /// implies); `wrapfs-mount` turns it on with that option unless xattrs are off. Without it an
     /// ACL is stored and shown but only the mode bits are checked.
     public var posixACLs = false
+    /// Take over the clearing of set-ID bits on write, truncate and chown from the kernel
+    /// (FUSE_HANDLE_KILLPRIV_V2, when the kernel offers it): the kernel then stops asking for
+    /// `security.capability` before every write(2), and the layer clears them by the VFS's
+    /// current rules (see `Layer.modeWithoutSetID`).
+    public var daemonClearsSetID = true
     /// Offer readdirplus (names with attributes in one reply) to the kernel.
     public var readdirPlus = true
     /// With a codec that changes no byte (identity), take WRITE data by splice and move it to the

@@ -93,6 +93,10 @@ extension Layer {
                 appliesUmask = true
             }
         }
+        // The kernel stops asking for security.capability at every write (see PrivilegeHandshake).
+        if options.daemonClearsSetID && privileges.offered {
+            privileges.accepted = true
+        }
         if !options.readdirPlus {
             conn.pointee.want &= ~UInt32(FUSE_CAP_READDIRPLUS | FUSE_CAP_READDIRPLUS_AUTO)
         }

@@ -62,7 +62,7 @@ extension Layer {
     }
 
     /// The caller's supplementary groups (libfuse reads them from /proc).
-    private static func groups(of req: fuse_req_t) -> [gid_t] {
+    static func groups(of req: fuse_req_t) -> [gid_t] {
         var list = [gid_t](repeating: 0, count: 64)
         let n = fuse_req_getgroups(req, Int32(list.count), &list)
         if n > list.count {
@@ -96,8 +96,12 @@ extension Layer {
                 if let open { try open.fd.chmod(attr.st_mode) } else { _ = try sys { fchmodat(AT_FDCWD, inode.fd.procPath, attr.st_mode, 0) } }
             }
             if toSet & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID) != 0 {
+                // The rule asks about the group the file had; a local lower's chown (by the daemon,
+                // as root) may already have dropped some of the bits, the rest go after it.
+                let before = inode.isRegular ? try lowerStat(inode.fd) : nil
                 try inode.fd.chown(uid: toSet & FUSE_SET_ATTR_UID != 0 ? attr.st_uid : uid_t.max,
                                    gid: toSet & FUSE_SET_ATTR_GID != 0 ? attr.st_gid : gid_t.max)
+                if let before { try clearSetID(req, inode, before) }
             }
             if toSet & FUSE_SET_ATTR_SIZE != 0 {
                 guard inode.isRegular else { throw inode.isDirectory ? Errno.EISDIR : Errno.EINVAL }
@@ -105,6 +109,21 @@ extension Layer {
                     try inode.content.writing { try engine.truncate(file, to: Int64(attr.st_size)) }
                 }
                 contentChanged(inode)
+            }
+            if toSet & FUSE_SET_ATTR_KILL_SUID != 0 {
+                // FATTR_KILL_SUIDGID (FUSE_HANDLE_KILLPRIV_V2): a caller without CAP_FSETID truncated.
+                try clearSetID(req, inode, try lowerStat(inode.fd))
+            } else if toSet & ~FUSE_SET_ATTR_CTIME == 0 && inode.isRegular {
+                // Nothing to set (a ctime only with the writeback cache): the kernel passes on a
+                // loss of privileges it left to the layer,
+                // from chown(file, -1, -1) or from a write, fallocate or truncate
+                // (file_remove_privs). The latter comes for root only when the file had a
+                // capability, which the kernel has just removed: root keeps the set-ID bits there.
+                let ctx = fuse_req_ctx(req)?.pointee
+                let remover = inode.takeCapabilityRemover()
+                if !(ctx?.uid == 0 && remover != 0 && remover == ctx?.pid) {
+                    try clearSetID(req, inode, try lowerStat(inode.fd))
+                }
             }
             if toSet & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME) != 0 {
                 let omit = timespec(tv_sec: 0, tv_nsec: wrapfs_utime_omit), now = timespec(tv_sec: 0, tv_nsec: wrapfs_utime_now)

@@ -69,6 +69,9 @@ extension Layer {
             let path = try xattrPath(ino, symlinkError: .ENODATA)
             defer { inodes.inode(ino).xattrsChanged() }
             _ = try sys { wrapfs_removexattr(path, name) }
+            if strcmp(name, "security.capability") == 0, let ctx = fuse_req_ctx(req)?.pointee {
+                inodes.inode(ino).capabilityRemoved(by: ctx.pid)
+            }
             fuse_reply_err(req, 0)
         }
     }

@@ -31,6 +31,7 @@ extension Layer {
         defer { fuse_remove_signal_handlers(se) }
         guard fuse_session_mount(se, mountpoint) == 0 else { throw MountError.mountFailed("libfuse could not mount \(mountpoint)") }
         defer { fuse_session_unmount(se) }
+        installRequestIO(se)
         session = se
         defer { session = nil }
         onMounted()
@@ -68,6 +69,7 @@ extension Layer {
                 throw MountError.mountFailed("libfuse could not mount \(point)")
             }
             sessions.append(se)
+            layer.installRequestIO(se)
             layer.session = se
             layer.readAhead.arm(mountpoint: point, kib: layer.options.readAheadKiB)
         }

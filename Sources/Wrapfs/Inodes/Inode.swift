@@ -99,6 +99,13 @@ public final class Inode {
     private let xattrGeneration = Atomic<UInt64>(0)
     private let lacksCapabilityAt = Atomic<UInt64>(0)
 
+    /// The process whose request removed `security.capability` last (0: none since). The kernel
+    /// removes it before the empty SETATTR that stands for a write's loss of privileges; see
+    /// `Layer.setattr`.
+    func capabilityRemoved(by pid: pid_t) { capabilityRemover.store(pid, ordering: .relaxed) }
+    func takeCapabilityRemover() -> pid_t { capabilityRemover.exchange(0, ordering: .relaxed) }
+    private let capabilityRemover = Atomic<Int32>(0)
+
     /// The name the kernel last looked this file up by: its parent's node ID, the mount, and the
     /// upper name. Used only to ask the kernel to drop the entry when descriptors run short
     /// (a stale name is harmless: the kernel then finds nothing to drop).

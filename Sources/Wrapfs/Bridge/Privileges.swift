@@ -1,0 +1,98 @@
+// Set-ID bits cleared by the daemon (FUSE_HANDLE_KILLPRIV_V2): the INIT handshake that asks for it, and the clearing rules.
+import Glibc
+import CFuse
+
+/// FUSE_HANDLE_KILLPRIV_V2 moves the clearing of set-user-ID and set-group-ID bits on write,
+/// truncate and chown from the kernel to the daemon, and in exchange the kernel marks the mount
+/// SB_NOSEC: it stops asking for `security.capability` before every write(2) (one GETXATTR
+/// round trip per write otherwise; a file's capability is still removed, by the kernel on its
+/// first write and by the lower file system on every write). libfuse 3.14 knows
+/// no such flag, so the layer reads the kernel's offer from the INIT request and adds the flag to
+/// libfuse's INIT reply on the way out (a custom I/O that otherwise reads and writes /dev/fuse as
+/// libfuse would).
+final class PrivilegeHandshake {
+    /// Until the INIT reply is written. Written once, on the thread that serves INIT, before the
+    /// kernel sends any other request (the other threads only read it after that).
+    fileprivate var awaitingInit = true
+    fileprivate var initUnique: UInt64?
+    /// The kernel offered FUSE_HANDLE_KILLPRIV_V2.
+    fileprivate(set) var offered = false
+    /// `negotiate` took it: the INIT reply gets the flag.
+    var accepted = false
+
+    static let opcodeInit: UInt32 = 26
+    static let handleKillprivV2: UInt32 = 1 << 28
+}
+
+extension Layer {
+    /// Reads and writes `se`'s /dev/fuse descriptor through the handshake above. libfuse keeps
+    /// splicing (its splice calls are passed on unchanged).
+    func installRequestIO(_ se: OpaquePointer) {
+        var io = fuse_custom_io()
+        io.read = { fd, buf, size, userdata in
+            let n = Glibc.read(fd, buf, size)
+            // fuse_in_header (40 bytes), then fuse_init_in: major, minor, max_readahead, flags.
+            guard n >= 56, let buf, let userdata else { return n }
+            let handshake = Unmanaged<Layer>.fromOpaque(userdata).takeUnretainedValue().privileges
+            if handshake.awaitingInit && buf.loadUnaligned(fromByteOffset: 4, as: UInt32.self) == PrivilegeHandshake.opcodeInit {
+                handshake.initUnique = buf.loadUnaligned(fromByteOffset: 8, as: UInt64.self)
+                handshake.offered = buf.loadUnaligned(fromByteOffset: 52, as: UInt32.self) & PrivilegeHandshake.handleKillprivV2 != 0
+            }
+            return n
+        }
+        io.writev = { fd, iov, count, userdata in
+            if let iov, let userdata, count >= 2 {
+                let handshake = Unmanaged<Layer>.fromOpaque(userdata).takeUnretainedValue().privileges
+                // fuse_out_header: len, error, unique; then fuse_init_out: major, minor, max_readahead, flags.
+                if handshake.awaitingInit, let unique = handshake.initUnique, let header = iov[0].iov_base,
+                   iov[0].iov_len >= 16, header.loadUnaligned(fromByteOffset: 8, as: UInt64.self) == unique {
+                    handshake.awaitingInit = false
+                    if handshake.accepted, header.loadUnaligned(fromByteOffset: 4, as: Int32.self) == 0,
+                       let reply = iov[1].iov_base, iov[1].iov_len >= 16 {
+                        let flags = reply.loadUnaligned(fromByteOffset: 12, as: UInt32.self)
+                        reply.storeBytes(of: flags | PrivilegeHandshake.handleKillprivV2, toByteOffset: 12, as: UInt32.self)
+                    }
+                }
+            }
+            return Glibc.writev(fd, iov, count)
+        }
+        io.splice_receive = { fdIn, offIn, fdOut, offOut, len, flags, _ in
+            wrapfs_splice_flags(fdIn, offIn, fdOut, offOut, len, flags)
+        }
+        io.splice_send = { fdIn, offIn, fdOut, offOut, len, flags, _ in
+            wrapfs_splice_flags(fdIn, offIn, fdOut, offOut, len, flags)
+        }
+        if fuse_session_custom_io(se, &io, fuse_session_fd(se)) != 0 {
+            log.warning("cannot install the INIT handshake: the kernel keeps clearing set-ID bits itself")
+        }
+    }
+}
+
+extension Layer {
+    /// The mode `st` keeps after `req`'s caller changed the file (write, truncate, chown), by the
+    /// rules of the kernel's VFS (should_remove_suid, setattr_should_drop_sgid): set-user-ID goes;
+    /// set-group-ID goes with group execute, and without it (a mandatory-locking mark) when the
+    /// caller is not root and not in the file's group. The kernel's own FUSE fallback clears the
+    /// second only with group execute, so the layer answers these itself either way.
+    func modeWithoutSetID(_ req: fuse_req_t, _ st: stat) -> mode_t {
+        var mode = st.st_mode & 0o7777 & ~S_ISUID
+        if mode & S_ISGID != 0 {
+            if mode & S_IXGRP != 0 || !callerMayKeepSetGID(req, fileGroup: st.st_gid) { mode &= ~S_ISGID }
+        }
+        return mode
+    }
+
+    /// in_group_or_capable: root, or a member of `fileGroup`.
+    private func callerMayKeepSetGID(_ req: fuse_req_t, fileGroup: gid_t) -> Bool {
+        guard let ctx = fuse_req_ctx(req)?.pointee else { return true }
+        return ctx.uid == 0 || ctx.gid == fileGroup || Self.groups(of: req).contains(fileGroup)
+    }
+
+    /// Clears the set-ID bits of a regular file whose status was `st` (before the change, for a
+    /// chown) as `modeWithoutSetID` says, if any go.
+    func clearSetID(_ req: fuse_req_t, _ inode: Inode, _ st: stat) throws {
+        guard inode.isRegular, st.st_mode & (S_ISUID | S_ISGID) != 0 else { return }
+        let mode = modeWithoutSetID(req, st)
+        if mode != st.st_mode & 0o7777 { _ = try sys { fchmodat(AT_FDCWD, inode.fd.procPath, mode, 0) } }
+    }
+}
