@@ -193,6 +193,8 @@ static inline int wrapfs_errno(void) { return errno; }
 // No core dumps and no ptrace or /proc/PID/mem by other processes of the same user: the daemon
 // holds a master key. (prctl(2) is variadic in C.)
 static inline int wrapfs_forbid_dumps(void) { return prctl(PR_SET_DUMPABLE, 0, 0, 0, 0); }
+// Names the calling thread (up to 15 bytes; ps -L and /proc show it).
+static inline void wrapfs_name_thread(const char *name) { prctl(PR_SET_NAME, (unsigned long)name, 0, 0, 0); }
 
 // fcntl(2) is variadic in C.
 static inline int wrapfs_fcntl_lock(int fd, int cmd, struct flock *lock) { return fcntl(fd, cmd, lock); }

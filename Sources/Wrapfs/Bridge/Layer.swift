@@ -1,5 +1,4 @@
 // Layer: one mounted stackable layer: the lower root, its inodes, its codec and page engine.
-import Dispatch
 import Glibc
 import CFuse
 import Logging
@@ -31,7 +30,7 @@ public final class Layer {
     /// The kernel read-ahead to set once the mount is up (`LayerOptions.readAheadKiB`).
     let readAhead = ReadAhead()
     /// Runs refresh invalidations off the request threads (see `ioctl`).
-    let refreshQueue = DispatchQueue(label: "wrapfs.refresh")
+    let refreshThread = BackgroundThreads("wrapfs-refresh", maxThreads: 1)
     /// New entries get the caller's ownership when the daemon runs as root for others.
     let runsAsRoot = geteuid() == 0
     /// Set at INIT: the kernel enforces POSIX ACLs (`LayerOptions.posixACLs` granted).

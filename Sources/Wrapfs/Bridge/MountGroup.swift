@@ -1,6 +1,5 @@
 // MountGroup: the mounts one daemon serves over one lower directory (its namespaces), their
 // shared inode table and sessions, and the cross-mount invalidation that keeps them coherent.
-import Dispatch
 import Glibc
 import CFuse
 
@@ -12,7 +11,7 @@ final class MountGroup: @unchecked Sendable {
     private var sessions: [OpaquePointer?]
     private let lock = Mutex()
     /// Runs cross-mount invalidations (see `contentChanged`).
-    private let notifier = DispatchQueue(label: "wrapfs.cross-mount", attributes: .concurrent)
+    private let notifier = BackgroundThreads("wrapfs-notify", maxThreads: 16)
 
     init(table: InodeTable, mounts: Int) {
         self.table = table
@@ -29,7 +28,9 @@ final class MountGroup: @unchecked Sendable {
     /// inode, so the descriptor closes; an open file keeps working. At most one pass at a time,
     /// and not more often than every 50 ms (names may be stale; then nothing is dropped).
     private func shedEntries() {
-        let now = DispatchTime.now().uptimeNanoseconds
+        var t = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &t)
+        let now = UInt64(t.tv_sec) * 1_000_000_000 + UInt64(t.tv_nsec)
         let start = lock.locked { () -> Bool in
             guard !shedding, now - lastShed > 50_000_000 else { return false }
             shedding = true
@@ -57,7 +58,7 @@ final class MountGroup: @unchecked Sendable {
 
     /// Waits for invalidations still running (one that outlived its wait must not outlive the
     /// session it writes to).
-    func quiesce() { notifier.sync(flags: .barrier) {} }
+    func quiesce() { notifier.waitUntilIdle() }
 
     /// Drops every other mount's cached pages and attributes of `inode`, whose content `mount`
     /// just changed. Called after the content lock is released, before the change is answered,
@@ -69,15 +70,17 @@ final class MountGroup: @unchecked Sendable {
         let others = inode.seenBy & ~(UInt64(1) << UInt64(mount))
         guard others != 0 else { return }
         let ino = UInt(bitPattern: Unmanaged.passUnretained(inode).toOpaque())
-        let done = DispatchGroup()
+        let done = Pending()
         for other in 0..<count where others & (UInt64(1) << UInt64(other)) != 0 {
             guard let se = session(other) else { continue }
             let bits = UInt(bitPattern: se)
-            notifier.async(group: done) {
+            done.enter()
+            notifier.async {
                 // ENOENT: that mount holds nothing of the file any more.
                 _ = fuse_lowlevel_notify_inval_inode(OpaquePointer(bitPattern: bits), fuse_ino_t(ino), 0, 0)
+                done.leave()
             }
         }
-        _ = done.wait(timeout: .now() + .milliseconds(200))
+        done.wait(milliseconds: 200)
     }
 }

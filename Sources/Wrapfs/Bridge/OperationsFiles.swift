@@ -1,5 +1,4 @@
 // Operations on file content: create, open, read, write, release, fsync, fallocate, lseek.
-import Dispatch
 import Glibc
 import CFuse
 
@@ -204,8 +203,9 @@ extension Layer {
     /// mount (all data, the hole at the end): valid, if coarse.
     private func flushKernelPages(_ ino: fuse_ino_t) throws {
         guard !options.singleThreaded else { throw Errno.ENOSYS }
-        let done = DispatchSemaphore(value: 0)
-        guard invalidateKernelPages(ino, then: { done.signal() }) else { throw Errno.ENOSYS }
+        let done = Pending()
+        done.enter()
+        guard invalidateKernelPages(ino, then: { done.leave() }) else { throw Errno.ENOSYS }
         done.wait()
     }
 }

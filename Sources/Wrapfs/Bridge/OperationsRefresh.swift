@@ -1,5 +1,4 @@
 // ioctl: the refresh request ("reverse msync"), and the invalidation of kernel pages it and others use.
-import Dispatch
 import Glibc
 import CFuse
 
@@ -34,7 +33,7 @@ extension Layer {
                                then: @escaping () -> Void = {}) -> Bool {
         guard let se = session else { return false }
         let sessionBits = UInt(bitPattern: se)
-        refreshQueue.async {
+        refreshThread.async {
             _ = fuse_lowlevel_notify_inval_inode(OpaquePointer(bitPattern: sessionBits), ino, off_t(offset), off_t(length))
             then()
         }

@@ -1,5 +1,4 @@
 // Session: mounts layers with libfuse, runs their request loops, unmounts.
-import Dispatch
 import Foundation
 import Glibc
 import CFuse
@@ -95,7 +94,7 @@ extension Layer {
             for point in points { detachMount(point) }
         }.start()
 
-        let loops = DispatchGroup()
+        let loops = Pending()
         for (i, se) in sessions.enumerated() {
             let layer = mounts[i].layer
             let bits = UInt(bitPattern: se)

@@ -121,8 +121,13 @@ final class ControlServer: @unchecked Sendable {
         while true {
             let client = wrapfs_accept(fd)
             if client < 0 {
-                if errno == EINTR || errno == ECONNABORTED { continue }
-                return
+                switch errno {
+                case EINTR, ECONNABORTED: continue
+                // Out of descriptors for now (open files hold them): the caller waits in the
+                // backlog, and the socket must outlive the shortage.
+                case EMFILE, ENFILE, ENOBUFS, ENOMEM: usleep(100_000); continue
+                default: return  // shut down by `stop`
+                }
             }
             answer(client)
             close(client)

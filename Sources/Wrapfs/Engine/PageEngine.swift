@@ -1,5 +1,4 @@
 // PageEngine: reads, writes, truncates and seeks file content one page at a time through a codec.
-import Dispatch
 import Glibc
 import CFuse
 import Logging
@@ -405,7 +404,7 @@ final class PageEngine {
         var failures = [Error?](repeating: nil, count: chunks)
         failures.withUnsafeMutableBufferPointer { failureBuffer in
             let errors = failureBuffer  // a copy the closure may capture
-            DispatchQueue.concurrentPerform(iterations: chunks) { c in
+            ParallelLoop.shared.perform(iterations: chunks) { c in
                 do { try body(c * size..<min(pages, (c + 1) * size)) } catch { errors[c] = error }
             }
         }
