@@ -149,7 +149,6 @@ struct PermissionsTests {
         }
     }
 
-
     /// What clears set-user-ID and set-group-ID bits: every change of content or owner by whom.
     static let setIDModes = ["6755", "6745", "4755", "2755", "2745", "2775"]
     static let setIDChanges = [
@@ -213,5 +212,4 @@ struct PermissionsTests {
         #expect(a.contains("other-2745-append 745 ") && a.contains("root-6755-append 6755 ") && a.contains("root-6755-chown-1-1 755 "), "\(a)")
         #expect(a.contains("cap-append 4755 ") && a.contains("cap-touch 4755 0 0 3 security.capability="), "\(a)")
     }
-
 }

@@ -399,7 +399,7 @@ struct ReliabilityTests {
         #expect(stat(layer.point, &st) == 0 && m.daemon.isRunning)
         // libdispatch's thread pool must never start in the daemon: its watchdog opens
         // /proc/TID/stat each second while work waits and aborts the process when it cannot, as
-        // now (it killed this daemon about once in 50 runs). Its timer is the sign it started.
+        // now (it killed this daemon once in 60 runs of a loop). Its timer is the sign it started.
         let descriptors = heldLowerFiles(m.daemon.pid)
         #expect(!descriptors.contains("anon_inode:[timerfd]") && !descriptors.contains("anon_inode:[eventpoll]"), "\(descriptors)")
         // The control socket may find no descriptor to accept with now; it must answer once they are back.

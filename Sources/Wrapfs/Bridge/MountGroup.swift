@@ -28,9 +28,7 @@ final class MountGroup: @unchecked Sendable {
     /// inode, so the descriptor closes; an open file keeps working. At most one pass at a time,
     /// and not more often than every 50 ms (names may be stale; then nothing is dropped).
     private func shedEntries() {
-        var t = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &t)
-        let now = UInt64(t.tv_sec) * 1_000_000_000 + UInt64(t.tv_nsec)
+        let now = wrapfs_monotonic_ns()
         let start = lock.locked { () -> Bool in
             guard !shedding, now - lastShed > 50_000_000 else { return false }
             shedding = true

@@ -55,7 +55,7 @@ extension Layer {
         if isShadowRoot(parent) { return shadowUnlink(req, name, directory: directory) }
         serve(req) {
             let dir = inodes.inode(parent)
-            if directory { inodes.closing.waitUntilIdle(milliseconds: 100) }
+            if directory { inodes.closing.wait(milliseconds: 100) }
             let lname = try lowerName(name, in: dir)
             try dir.fd.unlinkAt(lname, directory: directory)
             dropLongName(lname, in: dir)

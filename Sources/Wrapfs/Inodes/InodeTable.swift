@@ -129,7 +129,7 @@ final class InodeTable {
     }
 
     /// Closes of forgotten inodes' descriptors in progress.
-    let closing = WorkCounter()
+    let closing = Pending()
 }
 
 /// One mount's view of the shared table: its root answers to FUSE_ROOT_ID, every other inode
@@ -144,7 +144,7 @@ struct InodeView {
     var descriptorsScarce: Bool { table.descriptorsScarce }
     /// Asks the kernel to drop old entries now (see `InodeTable.onScarce`).
     func shedEntries() { table.onScarce?() }
-    var closing: WorkCounter { table.closing }
+    var closing: Pending { table.closing }
 
     func inode(_ id: fuse_ino_t) -> Inode {
         if id == FUSE_ROOT_ID { return root }

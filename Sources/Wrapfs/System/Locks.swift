@@ -1,4 +1,4 @@
-// Locks: a pthread read-write lock for per-inode content, a plain mutex, and a count of work in progress.
+// Locks: a pthread read-write lock for per-inode content, and a plain mutex.
 import Glibc
 
 /// A read-write lock: many readers of a file's pages at once, one writer.
@@ -43,20 +43,4 @@ public final class Mutex: @unchecked Sendable {
         defer { pthread_mutex_unlock(m) }
         return try body()
     }
-}
-
-/// Counts pieces of work in progress so that another thread can wait until none is.
-public final class WorkCounter: @unchecked Sendable {
-    private let running = Pending()
-
-    public init() {}
-
-    public func run<R>(_ body: () throws -> R) rethrows -> R {
-        running.enter()
-        defer { running.leave() }
-        return try body()
-    }
-
-    /// Returns when no work runs, or after `milliseconds` at the latest.
-    public func waitUntilIdle(milliseconds: Int) { running.wait(milliseconds: milliseconds) }
 }

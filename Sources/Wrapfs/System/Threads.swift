@@ -68,22 +68,26 @@ final class Monitor: @unchecked Sendable {
 
     /// CLOCK_MONOTONIC `milliseconds` from now.
     static func deadline(milliseconds: Int) -> timespec {
-        var t = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &t)
-        t.tv_nsec += milliseconds % 1000 * 1_000_000
-        t.tv_sec += milliseconds / 1000 + t.tv_nsec / 1_000_000_000
-        t.tv_nsec %= 1_000_000_000
-        return t
+        let ns = wrapfs_monotonic_ns() + UInt64(max(0, milliseconds)) * 1_000_000
+        return timespec(tv_sec: Int(ns / 1_000_000_000), tv_nsec: Int(ns % 1_000_000_000))
     }
 }
 
-/// Counts pieces of work handed to other threads, so that one thread can wait for them all.
+/// Counts pieces of work in progress (here or handed to other threads), so that one thread can
+/// wait until none is.
 final class Pending: @unchecked Sendable {
     private let monitor = Monitor()
     private var count = 0
 
     func enter() { monitor.locked { count += 1 } }
     func leave() { monitor.locked { count -= 1; if count == 0 { monitor.broadcast() } } }
+
+    /// Runs `body` counted as one piece of work.
+    func run<R>(_ body: () throws -> R) rethrows -> R {
+        enter()
+        defer { leave() }
+        return try body()
+    }
 
     /// Returns once every `enter` has had its `leave`, or after `milliseconds` (nil: no limit);
     /// false if some work was still out then.
