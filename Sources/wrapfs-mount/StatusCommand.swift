@@ -82,6 +82,7 @@ struct StatusCommand: ParsableCommand {
         if let errors = r["errors"] as? [String: Any], !errors.isEmpty {
             line("             " + errors.keys.sorted().map { "\($0) \(errors[$0]!)" }.joined(separator: ", "))
         }
+        line("listings:    \(r["listed_without_attributes"] ?? 0) names the kernel held given without attributes")
         line("")
         line("operation        count   errors    p50 us    p90 us    p99 us    max us")
         for op in r["operations"] as? [[String: Any]] ?? [] {

@@ -370,6 +370,60 @@ struct OperationsTests {
         }
     }
 
+    /// rm -rf, find and du open each directory twice in a row; the second readdirplus need not
+    /// look every entry up again while the kernel still holds the first one's answers.
+    @Test("a directory listed twice in a row: the second listing names known files without attributes, stat and unlink still right; attribute timeout 0 always gives attributes",
+          arguments: ["identity", "aes-gcm"])
+    func relistingKnownEntries(codec: String) throws {
+        for timeout in ["5", "0"] {
+            try withLayers([codec], extra: ["--attr-timeout", timeout, "--entry-timeout", timeout]) { top, _, _ in
+                let dir = top + "/d"
+                #expect(mkdir(dir, 0o755) == 0)
+                for i in 0..<60 { try writeFile(dir + "/f\(i)", pattern(i * 100)) }
+                #expect(mkdir(dir + "/sub", 0o755) == 0)
+                func counts() throws -> (listed: Int, lookups: Int) {
+                    let j = try statusJSON(top)
+                    let lookups = (j["operations"] as? [[String: Any]] ?? []).first { $0["name"] as? String == "lookup" }?["count"] as? Int ?? 0
+                    return (j["listed_without_attributes"] as? Int ?? -1, lookups)
+                }
+                func list() -> [String] {
+                    guard let d = opendir(dir) else { return [] }
+                    defer { closedir(d) }
+                    var names: [String] = []
+                    while let e = readdir(d) {
+                        names.append(withUnsafePointer(to: e.pointee.d_name) { String(cString: UnsafeRawPointer($0).assumingMemoryBound(to: CChar.self)) })
+                    }
+                    return names.filter { $0 != "." && $0 != ".." }.sorted()
+                }
+                let before = try counts()
+                let first = list(), second = list()
+                #expect(first.count == 61 && first == second)
+                let after = try counts()
+                if timeout == "0" {
+                    #expect(after.listed == 0)
+                } else {
+                    #expect(after.listed - before.listed >= 61, "the second listing gave every known entry's attributes again")
+                }
+                // What the kernel answers from the entries it kept is still right.
+                for i in 0..<60 {
+                    var st = stat()
+                    #expect(lstat(dir + "/f\(i)", &st) == 0 && st.st_size == off_t(i * 100) && st.st_mode & S_IFMT == S_IFREG)
+                }
+                var st = stat()
+                #expect(lstat(dir + "/sub", &st) == 0 && st.st_mode & S_IFMT == S_IFDIR)
+                try appendFile(dir + "/f7", [1, 2, 3])
+                _ = list()
+                #expect(lstat(dir + "/f7", &st) == 0 && st.st_size == 703)
+                // The kernel kept the entries it was not sent again: removing them looks nothing up.
+                let beforeRemoval = try counts()
+                for i in 0..<60 { #expect(unlink(dir + "/f\(i)") == 0) }
+                #expect(rmdir(dir + "/sub") == 0 && rmdir(dir) == 0)
+                if timeout != "0" { #expect(try counts().lookups == beforeRemoval.lookups) }
+                #expect(list().isEmpty && access(dir, F_OK) == -1)
+            }
+        }
+    }
+
     @Test("flock and POSIX locks exclude each other through the mount")
     func locks() throws {
         try withLayers(["rot"]) { top, _, _ in

@@ -257,6 +257,7 @@ public final class Layer {
 
     func reply(_ req: fuse_req_t, entry e: fuse_entry_param) {
         var e = e
+        if e.ino != 0 && e.ino != FUSE_ROOT_ID { inodes.noteEntryGiven(e.ino, atMs: wrapfs_monotonic_ns() / 1_000_000) }
         fuse_reply_entry(req, &e)
     }
 

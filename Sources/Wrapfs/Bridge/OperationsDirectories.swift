@@ -49,6 +49,8 @@ extension Layer {
         defer { buf.deallocate() }
         var used = 0
         var failure: Int32 = 0
+        let now = wrapfs_monotonic_ns() / 1_000_000
+        let givenSince = plus ? recentEntriesSince(nowMs: now) : nil
         d.lock.locked {
             var index: Int
             if off != 0, let i = d.indexAfter[off] {
@@ -80,7 +82,12 @@ extension Layer {
                     e.attr = st
                     // Node ID 0: a name without attributes, which the kernel looks up when it needs
                     // them (so when descriptors run short a listing adds no inodes).
-                    if !ent.lowerName.isEmpty && !inodes.descriptorsScarce {
+                    if let since = givenSince, st.st_mode != 0,
+                       inodes.givenSince(InodeKey(dev: parent.key.dev, ino: UInt64(ent.ino)), type: st.st_mode, ms: since) {
+                        // Given moments ago (rm, find and du list each directory twice): the kernel
+                        // holds this entry and its attributes still, so the name alone will do.
+                        stats.listedKnown()
+                    } else if !ent.lowerName.isEmpty && !inodes.descriptorsScarce {
                         do {
                             let found = try ent.lowerName.withUnsafeBufferPointer {
                                 try entry(parent: parent, lowerName: $0.baseAddress!, ino: UInt64(ent.ino), type: st.st_mode)
@@ -92,7 +99,9 @@ extension Layer {
                         } catch {}
                     }
                     entrySize = fuse_add_direntry_plus(req, buf + used, room, ent.name, &e, ent.next)
-                    if entrySize > room && e.ino != 0 { inodes.forget(e.ino, count: 1) }
+                    if e.ino != 0 {
+                        if entrySize > room { inodes.forget(e.ino, count: 1) } else { inodes.noteEntryGiven(e.ino, atMs: now) }
+                    }
                 } else {
                     entrySize = fuse_add_direntry(req, buf + used, room, ent.name, &st, ent.next)
                 }
@@ -106,6 +115,15 @@ extension Layer {
         } else {
             fuse_reply_buf(req, buf, used)
         }
+    }
+
+    /// Entries given to the kernel with attributes at or after the returned time (monotonic
+    /// milliseconds) are still valid there for at least half their timeouts: a listing may name
+    /// them without attributes. Nil when the timeouts are zero.
+    private func recentEntriesSince(nowMs: UInt64) -> UInt64? {
+        let window = UInt64(min(options.attributeTimeout, options.entryTimeout) * 500)
+        guard window > 0, nowMs > window else { return nil }
+        return nowMs - window
     }
 
     /// Reads one more entry the layer shows into `d`; false at the end (errno 0) or on error.

@@ -35,6 +35,7 @@ extension Layer {
             "eio_replies": stats.errors().first { $0.errno == EIO }?.count ?? 0,
             "decode_failures": stats.decodeFailures,
             "encode_failures": stats.encodeFailures,
+            "listed_without_attributes": stats.listedKnownCount,
             "open_files": open.sorted { ($0["pid"] as! pid_t, $0["path"] as! String) < ($1["pid"] as! pid_t, $1["path"] as! String) },
         ]
     }

@@ -117,6 +117,18 @@ public final class Inode {
     /// Order of creation among inodes (older ones are dropped first when descriptors run short).
     var sequence: UInt64 = 0
 
+    /// When a mount last gave the kernel this file's entry with attributes: milliseconds on the
+    /// monotonic clock, shifted left 6, or'ed with the mount number (0: never). A listing soon
+    /// after may then name the file without attributes (see `Layer.readdir`).
+    func noteEntryGiven(mount: Int, atMs ms: UInt64) {
+        entryGiven.store(ms << 6 | UInt64(mount), ordering: .relaxed)
+    }
+    func entryGiven(mount: Int, sinceMs ms: UInt64) -> Bool {
+        let v = entryGiven.load(ordering: .relaxed)
+        return v != 0 && v & 63 == UInt64(mount) && v >> 6 >= ms
+    }
+    private let entryGiven = Atomic<UInt64>(0)
+
     var header: [UInt8]? {
         get { headerLock.locked { cachedHeader } }
         set { headerLock.locked { cachedHeader = newValue } }

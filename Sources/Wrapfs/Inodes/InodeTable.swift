@@ -103,6 +103,17 @@ final class InodeTable {
         return known
     }
 
+    /// Whether mount `mount`'s kernel still holds a lookup of the file known as `key` (type
+    /// `type`) and was given its entry with attributes at or after `ms` (monotonic milliseconds).
+    fileprivate func givenSince(_ key: InodeKey, type: mode_t, mount: Int, ms: UInt64) -> Bool {
+        if verifyHits { return false }
+        let known = lock.locked { () -> Inode? in
+            guard let known = byKey[key], known.fileType == type, known.lookups > 0 else { return nil }
+            return known
+        }
+        return known?.entryGiven(mount: mount, sinceMs: ms) ?? false
+    }
+
     /// `id` is an inode's address (never the root's). The inode is resolved inside the lock and
     /// held by nobody else here, so dropping `doomed` runs its deinit (the close) inside `closing`:
     /// a caller holding it across this call would close it after `closing` ends and let rmdir
@@ -168,6 +179,17 @@ struct InodeView {
     /// cannot have been given to another file.
     func rememberKnown(_ key: InodeKey, type: mode_t) -> Inode? {
         table.rememberKnown(key, type: type, root: root, mount: mount)
+    }
+
+    /// Whether this mount's kernel was given the entry of the file known as `key`, with its
+    /// attributes, at or after `ms` (monotonic milliseconds) and has not forgotten it since.
+    func givenSince(_ key: InodeKey, type: mode_t, ms: UInt64) -> Bool {
+        table.givenSince(key, type: type, mount: mount, ms: ms)
+    }
+
+    /// Notes that this mount's kernel is being given `id`'s entry with attributes now.
+    func noteEntryGiven(_ id: fuse_ino_t, atMs ms: UInt64) {
+        inode(id).noteEntryGiven(mount: mount, atMs: ms)
     }
 
     /// Lowers the lookup count by `count`; the inode (and its descriptor) goes at zero.
