@@ -49,6 +49,8 @@ struct MountCommand: ParsableCommand {
     @Flag(help: "Do not offer readdirplus to the kernel.") var noReaddirplus = false
     @Option(help: ArgumentHelp("Most descriptors the daemon may hold (default: as many as the system allows). Near the limit (a reserve of a quarter, at most 2,048, is kept for open files) the kernel is asked to forget files nothing uses.", valueName: "N"))
     var maxDescriptors: Int?
+    @Flag(help: "identity: store every write before acknowledging it (by default a write of 64 KiB or more is acknowledged first while the lower file system has 64 MiB more free, so the writer's next copy overlaps the store; a later failure is reported by the next write or fsync).")
+    var noWriteBehind = false
     @Flag(help: "identity: splice written data from /dev/fuse to the lower file (big writes faster, small requests slower; needs fs.pipe-max-size >= 1052672 or CAP_SYS_RESOURCE).")
     var splice = false
     @Flag(help: "No extended attributes (EOPNOTSUPP, as bare FUSE and bindfs --xattr-none): saves a request per file written or chowned and two per file `ls -l` lists.")
@@ -144,6 +146,7 @@ struct MountCommand: ParsableCommand {
         options.readAheadKiB = readAhead
         options.readdirPlus = !noReaddirplus
         options.splice = splice
+        options.writeBehind = !noWriteBehind
         options.daemonClearsSetID = !kernelClearsSetid
         if isVolume { options.hiddenRootNames = [VolumeFile.name] }
         umask(0)  // modes come from the kernel with the caller's umask applied

@@ -83,6 +83,7 @@ struct StatusCommand: ParsableCommand {
             line("             " + errors.keys.sorted().map { "\($0) \(errors[$0]!)" }.joined(separator: ", "))
         }
         line("listings:    \(r["listed_without_attributes"] ?? 0) names the kernel held given without attributes")
+        line("writes:      \(r["writes_acknowledged_before_stored"] ?? 0) acknowledged before they were stored")
         line("")
         line("operation        count   errors    p50 us    p90 us    p99 us    max us")
         for op in r["operations"] as? [[String: Any]] ?? [] {

@@ -226,6 +226,51 @@ struct ReliabilityTests {
         }
     }
 
+    /// Identity acknowledges a big write before storing it only while the lower has 64 MiB to
+    /// spare beyond what is in flight (`WriteBehind`): a filling disk turns it back to storing first.
+    @Test("write-behind: 1 MiB writes acknowledged before they are stored while the lower has room to spare, stored first near full; ENOSPC at write(2), sizes and data exact; --no-write-behind never",
+          .timeLimit(.minutes(3)))
+    func writeBehindNearFull() throws {
+        for behind in [true, false] {
+            try withSizedTmpfs(megabytes: 100) { dir, s in
+                let layer = try LayerSetup(s, codec: "identity", lower: dir + "/lower", extra: behind ? [] : ["--no-write-behind"])
+                let m = try layer.mount()
+                defer { m.unmount() }
+                func acknowledgedEarly() throws -> Int { try statusJSON(layer.point)["writes_acknowledged_before_stored"] as? Int ?? -1 }
+                let fd = open(layer.point + "/fill", O_WRONLY | O_CREAT, 0o644)
+                #expect(fd >= 0)
+                var fill: [UInt8] = []
+                var early: [Int] = []  // the count after each write
+                var failure: Int32 = 0
+                for i in 0..<200 {
+                    let chunk = noise(1 << 20, seed: UInt64(i))
+                    let n = write(fd, chunk, chunk.count)
+                    if n < 0 { failure = errno; break }
+                    fill += chunk[0..<n]
+                    // The size the layer reports waits for the store of a write acknowledged early.
+                    var st = stat()
+                    #expect(fstat(fd, &st) == 0 && st.st_size == off_t(fill.count))
+                    early.append(try acknowledgedEarly())
+                }
+                #expect(failure == ENOSPC, "the disk filled without ENOSPC at write: \(failure)")
+                #expect(fsync(fd) == 0, "a write acknowledged early failed: \(SysError.current)")
+                close(fd)
+                #expect(fill.count > 80 << 20, "only \(fill.count) bytes fitted in 100 MiB")
+                let total = early.last ?? 0
+                if behind {
+                    // About the first 36 MiB (100 less the 64 MiB margin) went early, none after.
+                    #expect(total >= 20 && total <= 40, "acknowledged early: \(total)")
+                    #expect(early.suffix(30).allSatisfy { $0 == total }, "writes near full were acknowledged early: \(early)")
+                } else {
+                    #expect(total == 0)
+                }
+                try dropCaches()
+                #expect(try readWhole(layer.point + "/fill") == fill)
+                #expect(Int((try? FileManager.default.attributesOfItem(atPath: dir + "/lower/fill")[.size] as? Int) ?? -1) == fill.count)
+            }
+        }
+    }
+
     @Test("a lower that answers EIO: the error comes up through the layer, the rest still reads", arguments: ["identity", "rot", "gzip"])
     func lowerEIO(codec: String) throws {
         // The lower is itself a layer (aes-gcm) whose lower file gets a damaged page: it answers EIO there.

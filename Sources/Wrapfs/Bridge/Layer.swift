@@ -41,6 +41,8 @@ public final class Layer {
     /// The FUSE_HANDLE_KILLPRIV_V2 handshake (`installRequestIO`); `accepted` once the daemon
     /// clears set-ID bits itself.
     let privileges = PrivilegeHandshake()
+    /// Whether a write may be acknowledged before it is stored (identity streaming writes).
+    let writeBehind: WriteBehind
 
     /// Opens the lower directory. Throws `Errno` when it is missing or not a directory.
     public convenience init(lower: String, codec: Codec, options: LayerOptions = LayerOptions(), log: Logger) throws {
@@ -103,6 +105,7 @@ public final class Layer {
         self.group = group
         inodes = group.table.view(root: root, mount: mount)
         engine = PageEngine(codec: codec, log: log, stats: stats)
+        writeBehind = WriteBehind(options: options, codec: codec)
     }
 
     /// Tells the daemon's other mounts that `inode`'s content changed (see `MountGroup.contentChanged`).
@@ -214,6 +217,16 @@ public final class Layer {
 
     /// The attributes the layer shows for `inode`: the lower ones, with logical sizes.
     func attributes(_ inode: Inode, _ lower: stat? = nil) throws -> stat {
+        if inode.isRegular && inode.writtenBehind {
+            // A write acknowledged before it was stored holds the content lock until it is: a size
+            // taken before then would shrink the file in the kernel.
+            return try inode.content.reading { try storedAttributes(inode, lowerStat(inode.fd)) }
+        }
+        return try storedAttributes(inode, lower)
+    }
+
+    /// `attributes` once no acknowledged write is still being stored.
+    private func storedAttributes(_ inode: Inode, _ lower: stat?) throws -> stat {
         if inode.isRegular && !codec.preservesSize && codec.fixedOverhead == nil {
             // The size comes from the last slot's record: the lower size is taken under the content
             // lock with it (a size taken before may end inside a slot a concurrent write just moved).

@@ -123,7 +123,9 @@ extension Layer {
             guard let file = OpenFile.from(fi) else { throw Errno.EBADF }
             let size = data.count
             var placedElsewhere = false
+            var acknowledged = false
             try file.inode.content.writing {
+                if let e = file.inode.takeWriteError() { throw e }  // an acknowledged write failed
                 var offset = Int64(off)
                 // O_APPEND as the file is now: fcntl(F_SETFL) may have set or cleared it since open.
                 if fi.pointee.flags & O_APPEND != 0 && wrapfs_fi_writepage(fi) == 0 {
@@ -135,9 +137,25 @@ extension Layer {
                 }
                 // A codec that changes no byte stores any range without reading the pages around it.
                 if !file.readable && !engine.codec.passesBytesThrough { try requireWholePages(file, offset: offset, count: size) }
-                try engine.write(file.lower, offset: offset, source: data)
+                if writeBehind.reserve(size, writingTo: file.fd, flags: fi.pointee.flags) {
+                    // The writer goes on while this thread stores the data, still holding the lock.
+                    file.inode.markWrittenBehind()
+                    acknowledged = true
+                    stats.wroteBehind()
+                    fuse_reply_write(req, size)
+                }
+                defer { if acknowledged { writeBehind.stored(size) } }
+                do {
+                    try engine.write(file.lower, offset: offset, source: data)
+                } catch where acknowledged {
+                    let e = error as? Errno ?? .EIO
+                    file.inode.deferWriteError(e)
+                    stats.failed(.write, errno: e.rawValue)
+                    log.error("write of \(size) bytes at \(offset) to \(file.inode.lowerPathForLogs) failed after it was acknowledged: \(e); the next write or fsync reports it")
+                }
             }
             contentChanged(file.inode)
+            if acknowledged { return }
             fuse_reply_write(req, size)
             // Off the request's thread: from inside it the kernel may hold the pages we would wait for.
             if placedElsewhere { invalidateKernelPages(ino) }
@@ -155,6 +173,8 @@ extension Layer {
     func fsync(_ req: fuse_req_t, _ ino: fuse_ino_t, _ dataOnly: Bool, _ fi: UnsafeMutablePointer<fuse_file_info>) {
         serve(req) {
             guard let file = OpenFile.from(fi) else { throw Errno.EBADF }
+            // After any write still being stored (it holds the content lock), and with its error.
+            if let e = file.inode.content.reading({ file.inode.takeWriteError() }) { throw e }
             try file.fd.sync(dataOnly: dataOnly)
             fuse_reply_err(req, 0)
         }

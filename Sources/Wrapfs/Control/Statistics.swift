@@ -25,7 +25,7 @@ final class Statistics: @unchecked Sendable {
     /// Latency buckets: four per power of two of nanoseconds, up to 2^48 ns (3 days).
     static let buckets = 48 * 4
     private static let perOperation = 2 + buckets  // count, errors, histogram
-    private enum Codec: Int, CaseIterable { case plainEncoded, bytesEncoded, bytesDecoded, plainDecoded, decodeFailures, encodeFailures, listedKnown }
+    private enum Codec: Int, CaseIterable { case plainEncoded, bytesEncoded, bytesDecoded, plainDecoded, decodeFailures, encodeFailures, listedKnown, wroteBehind }
     private static let errnoSlots = 160
 
     private let counters: UnsafeMutablePointer<UInt64>
@@ -71,6 +71,8 @@ final class Statistics: @unchecked Sendable {
     func decodeFailed() { wrapfs_counter_add(counters + codecBase + Codec.decodeFailures.rawValue, 1) }
     func encodeFailed() { wrapfs_counter_add(counters + codecBase + Codec.encodeFailures.rawValue, 1) }
     /// A readdirplus entry named without attributes because the kernel had them (`Layer.readdir`).
+    /// A write acknowledged before it was stored (`WriteBehind`).
+    func wroteBehind() { wrapfs_counter_add(counters + codecBase + Codec.wroteBehind.rawValue, 1) }
     func listedKnown() { wrapfs_counter_add(counters + codecBase + Codec.listedKnown.rawValue, 1) }
 
     /// Bucket of a latency: 4 * floor(log2 ns) + the two bits after the leading one.
@@ -125,6 +127,7 @@ final class Statistics: @unchecked Sendable {
     var decodeFailures: UInt64 { load(.decodeFailures) }
     var encodeFailures: UInt64 { load(.encodeFailures) }
     var listedKnownCount: UInt64 { load(.listedKnown) }
+    var wroteBehindCount: UInt64 { load(.wroteBehind) }
     private func load(_ c: Codec) -> UInt64 { wrapfs_counter_load(counters + codecBase + c.rawValue) }
 
     /// Error replies by errno name (those that happened).

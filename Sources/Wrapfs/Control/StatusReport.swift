@@ -36,6 +36,7 @@ extension Layer {
             "decode_failures": stats.decodeFailures,
             "encode_failures": stats.encodeFailures,
             "listed_without_attributes": stats.listedKnownCount,
+            "writes_acknowledged_before_stored": stats.wroteBehindCount,
             "open_files": open.sorted { ($0["pid"] as! pid_t, $0["path"] as! String) < ($1["pid"] as! pid_t, $1["path"] as! String) },
         ]
     }

@@ -117,6 +117,21 @@ public final class Inode {
     /// Order of creation among inodes (older ones are dropped first when descriptors run short).
     var sequence: UInt64 = 0
 
+    /// A write to this file was acknowledged before it was stored (see `WriteBehind`): readers of
+    /// its size must then take the content lock, which the storing thread holds.
+    var writtenBehind: Bool { wroteBehind.load(ordering: .acquiring) }
+    func markWrittenBehind() { if !writtenBehind { wroteBehind.store(true, ordering: .releasing) } }
+    private let wroteBehind = Atomic<Bool>(false)
+
+    /// The error of a write that failed after it was acknowledged, for the file's next write or
+    /// fsync to report (once).
+    func deferWriteError(_ e: Errno) { deferredWriteError.store(e.rawValue, ordering: .releasing) }
+    func takeWriteError() -> Errno? {
+        let e = deferredWriteError.exchange(0, ordering: .acquiringAndReleasing)
+        return e == 0 ? nil : Errno(e)
+    }
+    private let deferredWriteError = Atomic<Int32>(0)
+
     /// When a mount last gave the kernel this file's entry with attributes: milliseconds on the
     /// monotonic clock, shifted left 6, or'ed with the mount number (0: never). A listing soon
     /// after may then name the file without attributes (see `Layer.readdir`).

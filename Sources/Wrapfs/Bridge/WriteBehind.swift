@@ -1,0 +1,50 @@
+// WriteBehind: when a big identity write may be acknowledged before it is stored, and the room it holds.
+import Glibc
+import CFuse
+import Synchronization
+
+/// Without the writeback cache a writer waits for each WRITE request to be stored: its next
+/// chunk is copied into the kernel only after the daemon's pwrite. Acknowledging first and
+/// storing right after (on the same worker thread, still holding the file's content lock, so
+/// every other request on the file waits for the data) lets the two copies overlap.
+///
+/// It keeps ext4's semantics for a full disk: a write is acknowledged early only while the lower
+/// file system has `margin` bytes free beyond everything acknowledged and not yet stored, so
+/// ENOSPC still comes at write(2). A failure after the acknowledgement (an I/O error, or a disk
+/// another program filled within the margin) is reported by the file's next write or fsync, as
+/// ext4 reports a failed writeback.
+final class WriteBehind: @unchecked Sendable {
+    /// Smallest write acknowledged early (streaming writes; small ones keep their full round trip).
+    static let smallest = 64 << 10
+    /// Free space kept beyond what is in flight.
+    static let margin: Int64 = 64 << 20
+
+    let enabled: Bool
+    private let inFlight = Atomic<Int64>(0)
+
+    /// Only for codecs that store bytes as given, without the writeback cache (which already
+    /// acknowledges early).
+    init(options: LayerOptions, codec: Codec) {
+        enabled = options.writeBehind && codec.passesBytesThrough && !options.writebackCache
+    }
+
+    /// File systems whose statfs tells free space exactly and at once (not network or FUSE ones,
+    /// whose writes may also fail for reasons statfs cannot see).
+    private static let local: Set<Int> = [0xEF53 /* ext2/3/4 */, 0x0102_1994 /* tmpfs */, 0x5846_5342 /* xfs */,
+                                          0x9123_683E /* btrfs */, 0xF2F5_2010 /* f2fs */]
+
+    /// Reserves room for `count` bytes about to be written through `fd` (an open with upper
+    /// `flags`); false when the write must be stored before it is acknowledged.
+    func reserve(_ count: Int, writingTo fd: FileDescriptor, flags: Int32) -> Bool {
+        guard enabled, count >= Self.smallest, flags & (O_SYNC | O_DSYNC | O_APPEND) == 0 else { return false }
+        var fs = statfs()
+        guard fstatfs(fd.rawValue, &fs) == 0, Self.local.contains(Int(fs.f_type)) else { return false }
+        let free = Int64(fs.f_bavail) * Int64(fs.f_bsize)
+        guard free - inFlight.load(ordering: .relaxed) - Int64(count) >= Self.margin else { return false }
+        inFlight.add(Int64(count), ordering: .relaxed)
+        return true
+    }
+
+    /// Gives back what `reserve` took, once the data is stored (or failed).
+    func stored(_ count: Int) { inFlight.subtract(Int64(count), ordering: .relaxed) }
+}
