@@ -271,6 +271,39 @@ struct ReliabilityTests {
         }
     }
 
+    /// A store that fails after its write was acknowledged (`WriteBehind`) cannot fail that
+    /// write(2): the file's next fsync reports it, once, as ext4 reports a failed writeback.
+    @Test("write-behind: a 1 MiB write whose store fails with EIO after it was acknowledged: fsync reports EIO once, the old bytes stay, the log names it",
+          .timeLimit(.minutes(3)))
+    func writeBehindFailureReported() throws {
+        try withSizedTmpfs(megabytes: 200) { dir, s in
+            let layer = try LayerSetup(s, codec: "identity", lower: dir + "/lower")
+            let m = try layer.mount()
+            defer { m.unmount() }
+            let data = noise(3 << 20, seed: 31)
+            try writeDurably(layer.point + "/f", data)
+            let fd = open(layer.point + "/f", O_RDWR)
+            defer { close(fd) }
+            // Only the lower pwrite fails: the lower fsync works, so an EIO from fsync is the deferred one.
+            let tracer = try attachStrace(to: m.daemon.pid, calls: "pwrite64", inject: "error=EIO", log: s.path + "/strace.log")
+            defer { tracer.stop() }
+            let patch = noise(1 << 20, seed: 32)
+            let written = pwrite(fd, patch, patch.count, 1 << 20)
+            errno = 0
+            let first = fsync(fd), firstErrno = errno
+            let second = fsync(fd)
+            tracer.stop()
+            usleep(300_000)  // strace detached
+            #expect(written == patch.count, "the write was not acknowledged before it was stored: \(written) \(errno)")
+            #expect(first == -1 && firstErrno == EIO, "fsync after the failed store: \(first) \(firstErrno)")
+            #expect(second == 0, "the error is reported once")
+            #expect((try statusJSON(layer.point)["writes_acknowledged_before_stored"] as? Int ?? 0) >= 1)
+            try dropCaches()
+            #expect(try readWhole(layer.point + "/f") == data, "the failed store changed the file")
+            #expect(m.log.contains("failed after it was acknowledged"), "no log line: \(m.log)")
+        }
+    }
+
     @Test("a lower that answers EIO: the error comes up through the layer, the rest still reads", arguments: ["identity", "rot", "gzip"])
     func lowerEIO(codec: String) throws {
         // The lower is itself a layer (aes-gcm) whose lower file gets a damaged page: it answers EIO there.

@@ -82,7 +82,7 @@ extension Layer {
                     e.attr = st
                     // Node ID 0: a name without attributes, which the kernel looks up when it needs
                     // them (so when descriptors run short a listing adds no inodes).
-                    if let since = givenSince, st.st_mode != 0,
+                    if let since = givenSince, st.st_mode != 0, !ent.lowerName.isEmpty,
                        inodes.givenSince(InodeKey(dev: parent.key.dev, ino: UInt64(ent.ino)), type: st.st_mode, ms: since) {
                         // Given moments ago (rm, find and du list each directory twice): the kernel
                         // holds this entry and its attributes still, so the name alone will do.

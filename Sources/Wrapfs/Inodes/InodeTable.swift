@@ -182,7 +182,8 @@ struct InodeView {
     }
 
     /// Whether this mount's kernel was given the entry of the file known as `key`, with its
-    /// attributes, at or after `ms` (monotonic milliseconds) and has not forgotten it since.
+    /// attributes, at or after `ms` (monotonic milliseconds), and some mount still holds the file.
+    /// (If this one forgot it meanwhile, a name without attributes only costs the kernel a lookup.)
     func givenSince(_ key: InodeKey, type: mode_t, ms: UInt64) -> Bool {
         table.givenSince(key, type: type, mount: mount, ms: ms)
     }
