@@ -271,6 +271,34 @@ struct ReliabilityTests {
         }
     }
 
+    /// cp -a and rsync set the times right after the last write: the store of a write acknowledged
+    /// early must land before the utimens, or its pwrite sets the mtime to now again.
+    @Test("write-behind: times and modes set right after big writes stay as set (cp -a, rsync)", .timeLimit(.minutes(3)))
+    func writeBehindThenUtimens() throws {
+        try withSizedTmpfs(megabytes: 200) { dir, s in
+            let layer = try LayerSetup(s, codec: "identity", lower: dir + "/lower")
+            let m = try layer.mount()
+            defer { m.unmount() }
+            let chunk = noise(1 << 20, seed: 41)
+            for i in 0..<20 {
+                let path = layer.point + "/f\(i)"
+                let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+                for _ in 0..<3 { #expect(write(fd, chunk, chunk.count) == chunk.count) }
+                var times = [timespec(tv_sec: 1_000_000_000 + i, tv_nsec: 0), timespec(tv_sec: 1_000_000_000 + i, tv_nsec: 0)]
+                #expect(futimens(fd, &times) == 0 && fchmod(fd, 0o600) == 0)
+                close(fd)
+            }
+            #expect((try statusJSON(layer.point)["writes_acknowledged_before_stored"] as? Int ?? 0) >= 20)
+            try dropCaches()
+            for i in 0..<20 {
+                var st = stat()
+                #expect(stat(dir + "/lower/f\(i)", &st) == 0 && st.st_mtim.tv_sec == 1_000_000_000 + i && st.st_mode & 0o777 == 0o600,
+                        "f\(i): mtime \(st.st_mtim.tv_sec), mode \(String(st.st_mode & 0o777, radix: 8))")
+                #expect(stat(layer.point + "/f\(i)", &st) == 0 && st.st_mtim.tv_sec == 1_000_000_000 + i && st.st_size == 3 << 20)
+            }
+        }
+    }
+
     /// A store that fails after its write was acknowledged (`WriteBehind`) cannot fail that
     /// write(2): the file's next fsync reports it, once, as ext4 reports a failed writeback.
     @Test("write-behind: a 1 MiB write whose store fails with EIO after it was acknowledged: fsync reports EIO once, the old bytes stay, the log names it",

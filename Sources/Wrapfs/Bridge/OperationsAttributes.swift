@@ -89,6 +89,7 @@ extension Layer {
         if isShadowRoot(ino) { return shadowRefuse(req, "changing the shim root's attributes") }
         serve(req) {
             let inode = inodes.inode(ino)
+            inode.waitForStores()
             // Only regular files have OpenFile handles (a directory's handle is an OpenDirectory).
             let open = inode.isRegular ? fi.flatMap { OpenFile.from($0) } : nil
             if toSet & FUSE_SET_ATTR_MODE != 0 {

@@ -122,6 +122,10 @@ public final class Inode {
     var writtenBehind: Bool { wroteBehind.load(ordering: .acquiring) }
     func markWrittenBehind() { if !writtenBehind { wroteBehind.store(true, ordering: .releasing) } }
     private let wroteBehind = Atomic<Bool>(false)
+    /// Waits until no write acknowledged before it was stored is still being stored (such a store
+    /// holds the content lock from before its acknowledgement): a utimens after it must land after
+    /// the pwrite, which would otherwise set the mtime to now again.
+    func waitForStores() { if writtenBehind { content.reading {} } }
 
     /// The error of a write that failed after it was acknowledged, for the file's next write or
     /// fsync to report (once).
