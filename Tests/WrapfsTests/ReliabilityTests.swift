@@ -226,16 +226,24 @@ struct ReliabilityTests {
         }
     }
 
+    /// An identity layer over a tmpfs of `megabytes`: write-behind needs a local lower with room.
+    private func withIdentityOnTmpfs(megabytes: Int, extra: [String] = [],
+                                     _ body: (_ dir: String, _ scratch: Scratch, _ layer: LayerSetup, _ mounted: Mounted) throws -> Void) throws {
+        try withSizedTmpfs(megabytes: megabytes) { dir, s in
+            let layer = try LayerSetup(s, codec: "identity", lower: dir + "/lower", extra: extra)
+            let m = try layer.mount()
+            defer { m.unmount() }
+            try body(dir, s, layer, m)
+        }
+    }
+
     /// Identity acknowledges a big write before storing it only while the lower has 64 MiB to
     /// spare beyond what is in flight (`WriteBehind`): a filling disk turns it back to storing first.
     @Test("write-behind: 1 MiB writes acknowledged before they are stored while the lower has room to spare, stored first near full; ENOSPC at write(2), sizes and data exact; --no-write-behind never",
           .timeLimit(.minutes(3)))
     func writeBehindNearFull() throws {
         for behind in [true, false] {
-            try withSizedTmpfs(megabytes: 100) { dir, s in
-                let layer = try LayerSetup(s, codec: "identity", lower: dir + "/lower", extra: behind ? [] : ["--no-write-behind"])
-                let m = try layer.mount()
-                defer { m.unmount() }
+            try withIdentityOnTmpfs(megabytes: 100, extra: behind ? [] : ["--no-write-behind"]) { dir, _, layer, _ in
                 func acknowledgedEarly() throws -> Int { try statusJSON(layer.point)["writes_acknowledged_before_stored"] as? Int ?? -1 }
                 let fd = open(layer.point + "/fill", O_WRONLY | O_CREAT, 0o644)
                 #expect(fd >= 0)
@@ -275,10 +283,7 @@ struct ReliabilityTests {
     /// early must land before the utimens, or its pwrite sets the mtime to now again.
     @Test("write-behind: times and modes set right after big writes stay as set (cp -a, rsync)", .timeLimit(.minutes(3)))
     func writeBehindThenUtimens() throws {
-        try withSizedTmpfs(megabytes: 200) { dir, s in
-            let layer = try LayerSetup(s, codec: "identity", lower: dir + "/lower")
-            let m = try layer.mount()
-            defer { m.unmount() }
+        try withIdentityOnTmpfs(megabytes: 200) { dir, _, layer, _ in
             let chunk = noise(1 << 20, seed: 41)
             for i in 0..<20 {
                 let path = layer.point + "/f\(i)"
@@ -304,10 +309,7 @@ struct ReliabilityTests {
     @Test("write-behind: a 1 MiB write whose store fails with EIO after it was acknowledged: fsync reports EIO once, the old bytes stay, the log names it",
           .timeLimit(.minutes(3)))
     func writeBehindFailureReported() throws {
-        try withSizedTmpfs(megabytes: 200) { dir, s in
-            let layer = try LayerSetup(s, codec: "identity", lower: dir + "/lower")
-            let m = try layer.mount()
-            defer { m.unmount() }
+        try withIdentityOnTmpfs(megabytes: 200) { _, s, layer, m in
             let data = noise(3 << 20, seed: 31)
             try writeDurably(layer.point + "/f", data)
             let fd = open(layer.point + "/f", O_RDWR)
