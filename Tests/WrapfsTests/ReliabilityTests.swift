@@ -304,6 +304,31 @@ struct ReliabilityTests {
         }
     }
 
+    /// Write-behind leaves alone what asks for each write to be stored (O_SYNC, O_DSYNC), what the
+    /// layer places itself (O_APPEND), and lowers whose statfs cannot vouch for the room (FUSE).
+    @Test("write-behind: never for O_SYNC, O_DSYNC or O_APPEND opens, nor over a FUSE lower", .timeLimit(.minutes(3)))
+    func writeBehindExclusions() throws {
+        func early(_ point: String) throws -> Int { try statusJSON(point)["writes_acknowledged_before_stored"] as? Int ?? -1 }
+        let chunk = noise(1 << 20, seed: 51)
+        try withIdentityOnTmpfs(megabytes: 200) { _, _, layer, _ in
+            for (name, flags) in [("sync", O_SYNC), ("dsync", O_DSYNC), ("append", O_APPEND), ("plain", 0)] {
+                let before = try early(layer.point)
+                let fd = open(layer.point + "/" + name, O_WRONLY | O_CREAT | flags, 0o644)
+                for _ in 0..<3 { #expect(write(fd, chunk, chunk.count) == chunk.count) }
+                close(fd)
+                let added = try early(layer.point) - before
+                #expect(flags == 0 ? added == 3 : added == 0, "\(name): \(added) writes acknowledged early")
+                #expect(try readWhole(layer.point + "/" + name) == chunk + chunk + chunk)
+            }
+        }
+        // The upper layer's lower is the lower layer's FUSE mount.
+        try withLayers(["identity", "identity"]) { top, _, _ in
+            try writeFile(top + "/f", chunk + chunk + chunk)
+            #expect(try early(top) == 0)
+            #expect(try readFile(top + "/f") == chunk + chunk + chunk)
+        }
+    }
+
     /// A store that fails after its write was acknowledged (`WriteBehind`) cannot fail that
     /// write(2): the file's next fsync reports it, once, as ext4 reports a failed writeback.
     @Test("write-behind: a 1 MiB write whose store fails with EIO after it was acknowledged: fsync reports EIO once, the old bytes stay, the log names it",

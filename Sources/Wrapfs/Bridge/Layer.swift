@@ -220,7 +220,7 @@ public final class Layer {
         if inode.isRegular && inode.writtenBehind {
             // A write acknowledged before it was stored holds the content lock until it is: a size
             // taken before then would shrink the file in the kernel.
-            return try inode.content.reading { try storedAttributes(inode, lowerStat(inode.fd)) }
+            return try inode.content.reading { try storedAttributes(inode, nil) }
         }
         return try storedAttributes(inode, lower)
     }

@@ -173,8 +173,9 @@ extension Layer {
     func fsync(_ req: fuse_req_t, _ ino: fuse_ino_t, _ dataOnly: Bool, _ fi: UnsafeMutablePointer<fuse_file_info>) {
         serve(req) {
             guard let file = OpenFile.from(fi) else { throw Errno.EBADF }
-            // After any write still being stored (it holds the content lock), and with its error.
-            if let e = file.inode.content.reading({ file.inode.takeWriteError() }) { throw e }
+            // After any write still being stored, and with its error.
+            file.inode.waitForStores()
+            if let e = file.inode.takeWriteError() { throw e }
             try file.fd.sync(dataOnly: dataOnly)
             fuse_reply_err(req, 0)
         }

@@ -25,19 +25,20 @@ final class Statistics: @unchecked Sendable {
     /// Latency buckets: four per power of two of nanoseconds, up to 2^48 ns (3 days).
     static let buckets = 48 * 4
     private static let perOperation = 2 + buckets  // count, errors, histogram
-    private enum Codec: Int, CaseIterable { case plainEncoded, bytesEncoded, bytesDecoded, plainDecoded, decodeFailures, encodeFailures, listedKnown, wroteBehind }
+    /// Counters beside the per-operation ones: the codec's bytes and failures, and two of the layer's shortcuts.
+    private enum Tally: Int, CaseIterable { case plainEncoded, bytesEncoded, bytesDecoded, plainDecoded, decodeFailures, encodeFailures, listedKnown, wroteBehind }
     private static let errnoSlots = 160
 
     private let counters: UnsafeMutablePointer<UInt64>
     private let size: Int
-    private let codecBase: Int
+    private let tallyBase: Int
     private let errnoBase: Int
     let started = wrapfs_monotonic_ns()
     let startedWallClock = time(nil)
 
     init() {
-        codecBase = Operation.allCases.count * Self.perOperation
-        errnoBase = codecBase + Codec.allCases.count
+        tallyBase = Operation.allCases.count * Self.perOperation
+        errnoBase = tallyBase + Tally.allCases.count
         size = errnoBase + Self.errnoSlots
         counters = .allocate(capacity: size)
         counters.initialize(repeating: 0, count: size)
@@ -61,19 +62,19 @@ final class Statistics: @unchecked Sendable {
     }
 
     @inline(__always) func encoded(plain: Int, into bytes: Int) {
-        wrapfs_counter_add(counters + codecBase + Codec.plainEncoded.rawValue, UInt64(plain))
-        wrapfs_counter_add(counters + codecBase + Codec.bytesEncoded.rawValue, UInt64(bytes))
+        wrapfs_counter_add(counters + tallyBase + Tally.plainEncoded.rawValue, UInt64(plain))
+        wrapfs_counter_add(counters + tallyBase + Tally.bytesEncoded.rawValue, UInt64(bytes))
     }
     @inline(__always) func decoded(_ bytes: Int, into plain: Int) {
-        wrapfs_counter_add(counters + codecBase + Codec.bytesDecoded.rawValue, UInt64(bytes))
-        wrapfs_counter_add(counters + codecBase + Codec.plainDecoded.rawValue, UInt64(plain))
+        wrapfs_counter_add(counters + tallyBase + Tally.bytesDecoded.rawValue, UInt64(bytes))
+        wrapfs_counter_add(counters + tallyBase + Tally.plainDecoded.rawValue, UInt64(plain))
     }
-    func decodeFailed() { wrapfs_counter_add(counters + codecBase + Codec.decodeFailures.rawValue, 1) }
-    func encodeFailed() { wrapfs_counter_add(counters + codecBase + Codec.encodeFailures.rawValue, 1) }
+    func decodeFailed() { wrapfs_counter_add(counters + tallyBase + Tally.decodeFailures.rawValue, 1) }
+    func encodeFailed() { wrapfs_counter_add(counters + tallyBase + Tally.encodeFailures.rawValue, 1) }
     /// A readdirplus entry named without attributes because the kernel had them (`Layer.readdir`).
+    func listedKnown() { wrapfs_counter_add(counters + tallyBase + Tally.listedKnown.rawValue, 1) }
     /// A write acknowledged before it was stored (`WriteBehind`).
-    func wroteBehind() { wrapfs_counter_add(counters + codecBase + Codec.wroteBehind.rawValue, 1) }
-    func listedKnown() { wrapfs_counter_add(counters + codecBase + Codec.listedKnown.rawValue, 1) }
+    func wroteBehind() { wrapfs_counter_add(counters + tallyBase + Tally.wroteBehind.rawValue, 1) }
 
     /// Bucket of a latency: 4 * floor(log2 ns) + the two bits after the leading one.
     @inline(__always) static func bucket(_ ns: UInt64) -> Int {
@@ -128,7 +129,7 @@ final class Statistics: @unchecked Sendable {
     var encodeFailures: UInt64 { load(.encodeFailures) }
     var listedKnownCount: UInt64 { load(.listedKnown) }
     var wroteBehindCount: UInt64 { load(.wroteBehind) }
-    private func load(_ c: Codec) -> UInt64 { wrapfs_counter_load(counters + codecBase + c.rawValue) }
+    private func load(_ c: Tally) -> UInt64 { wrapfs_counter_load(counters + tallyBase + c.rawValue) }
 
     /// Error replies by errno name (those that happened).
     func errors() -> [(errno: Int32, name: String, count: UInt64)] {
