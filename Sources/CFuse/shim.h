@@ -205,6 +205,7 @@ static inline void wrapfs_syslog(int priority, const char *message) { syslog(pri
 // The fuse_file_info bitfields, read and written from Swift without relying on bitfield import.
 static inline void wrapfs_fi_set_keep_cache(struct fuse_file_info *fi, int v) { fi->keep_cache = v; }
 static inline void wrapfs_fi_set_direct_io(struct fuse_file_info *fi, int v) { fi->direct_io = v; }
+static inline void wrapfs_fi_set_noflush(struct fuse_file_info *fi, int v) { fi->noflush = v; }
 
 static inline int wrapfs_fi_writepage(const struct fuse_file_info *fi) { return fi->writepage; }
 

@@ -359,6 +359,51 @@ struct ReliabilityTests {
         }
     }
 
+    /// close(2) waits for the writes acknowledged before they were stored (FLUSH): once a file is
+    /// closed the lower file is whole, and a store that failed fails the close. Read-only opens are
+    /// opened FOPEN_NOFLUSH and cost no FLUSH.
+    @Test("write-behind: close waits for the stores (the lower file is whole after close; a failed store fails close, once); read-only opens send no FLUSH",
+          .timeLimit(.minutes(3)))
+    func writeBehindClose() throws {
+        try withIdentityOnTmpfs(megabytes: 200) { dir, s, layer, m in
+            func flushes() throws -> Int {
+                let ops = try statusJSON(layer.point)["operations"] as? [[String: Any]] ?? []
+                return ops.first { $0["name"] as? String == "flush" }?["count"] as? Int ?? 0
+            }
+            let data = noise(1 << 20, seed: 41)
+            // Every lower pwrite of the daemon starts 0.5 s late: a close that did not wait comes first.
+            var tracer = try attachStrace(to: m.daemon.pid, calls: "pwrite64", inject: "delay_enter=500000", log: s.path + "/delay.log")
+            let fd = open(layer.point + "/f", O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+            #expect(fd >= 0)
+            #expect(write(fd, data, data.count) == data.count)
+            #expect(close(fd) == 0)
+            #expect(try readFile(dir + "/lower/f") == data, "the lower file was not whole when close returned")
+            tracer.stop()
+            usleep(300_000)  // strace detached
+            #expect((try statusJSON(layer.point)["writes_acknowledged_before_stored"] as? Int ?? 0) >= 1)
+            #expect(try flushes() >= 1)
+
+            // A store that fails after its acknowledgement fails the close, and only that once.
+            tracer = try attachStrace(to: m.daemon.pid, calls: "pwrite64", inject: "error=EIO", log: s.path + "/eio.log")
+            let g = open(layer.point + "/g", O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+            let written = write(g, data, data.count)
+            errno = 0
+            let closed = close(g), closeErrno = errno
+            tracer.stop()
+            usleep(300_000)
+            #expect(written == data.count, "the write was not acknowledged before it was stored: \(written) \(errno)")
+            #expect(closed == -1 && closeErrno == EIO, "close after the failed store: \(closed) \(closeErrno)")
+            let again = open(layer.point + "/g", O_RDWR)
+            #expect(again >= 0 && fsync(again) == 0, "the error is reported once")
+            close(again)
+
+            // Read-only opens: no FLUSH at their close.
+            let before = try flushes()
+            for _ in 0..<20 { #expect(try readWhole(layer.point + "/f") == data) }
+            #expect(try flushes() == before, "read-only closes sent FLUSH")
+        }
+    }
+
     @Test("a lower that answers EIO: the error comes up through the layer, the rest still reads", arguments: ["identity", "rot", "gzip"])
     func lowerEIO(codec: String) throws {
         // The lower is itself a layer (aes-gcm) whose lower file gets a damaged page: it answers EIO there.

@@ -1,4 +1,4 @@
-// Operations on file content: create, open, read, write, release, fsync, fallocate, lseek.
+// Operations on file content: create, open, read, write, flush, release, fsync, fallocate, lseek.
 import Glibc
 import CFuse
 
@@ -26,9 +26,11 @@ extension Layer {
         return (fd, readable)
     }
 
-    private func configure(_ fi: UnsafeMutablePointer<fuse_file_info>) {
+    private func configure(_ fi: UnsafeMutablePointer<fuse_file_info>, for file: OpenFile) {
         wrapfs_fi_set_direct_io(fi, options.directIO ? 1 : 0)
         wrapfs_fi_set_keep_cache(fi, options.keepCache || options.coherence == .explicit ? 1 : 0)
+        // FOPEN_NOFLUSH: close(2) sends FLUSH (a round trip) only where a store may still be running.
+        wrapfs_fi_set_noflush(fi, writeBehind.mayApply(to: file.fd, flags: fi.pointee.flags) ? 0 : 1)
     }
 
     func create(_ req: fuse_req_t, _ parent: fuse_ino_t, _ name: UnsafePointer<CChar>, _ mode: mode_t,
@@ -75,6 +77,20 @@ extension Layer {
         }
     }
 
+    /// close(2) of an open that write-behind may serve (the others are opened FOPEN_NOFLUSH): it
+    /// returns once every store is done, with the error of one that failed (reported once).
+    func flush(_ req: fuse_req_t, _ ino: fuse_ino_t, _ fi: UnsafeMutablePointer<fuse_file_info>) {
+        // Without write-behind (or with the writeback cache, which ignores FOPEN_NOFLUSH) there is
+        // nothing to wait for: ENOSYS once, and the kernel stops sending FLUSH for this mount.
+        guard writeBehind.enabled else { fuse_reply_err(req, ENOSYS); return }
+        serve(req) {
+            guard let file = OpenFile.from(fi) else { throw Errno.EBADF }
+            file.inode.waitForStores()
+            if let e = file.inode.takeWriteError() { throw e }
+            fuse_reply_err(req, 0)
+        }
+    }
+
     func release(_ req: fuse_req_t, _ ino: fuse_ino_t, _ fi: UnsafeMutablePointer<fuse_file_info>) {
         letGo(fi)
         fuse_reply_err(req, 0)
@@ -83,7 +99,7 @@ extension Layer {
     /// Makes `file` the handle of this open (with its caching mode) and lists it for `status`.
     private func hold(_ file: OpenFile, _ fi: UnsafeMutablePointer<fuse_file_info>) {
         file.attach(fi)
-        configure(fi)
+        configure(fi, for: file)
         openFiles.add(file)
     }
 

@@ -47,4 +47,14 @@ final class WriteBehind: @unchecked Sendable {
 
     /// Gives back what `reserve` took, once the data is stored (or failed).
     func stored(_ count: Int) { inFlight.subtract(Int64(count), ordering: .relaxed) }
+
+    /// Whether a write through an open of `fd` with upper `flags` may ever be acknowledged early.
+    /// Only such opens get a FLUSH at close(2), which waits for their stores: after close the
+    /// lower file holds every byte, and a store that failed is reported there. (O_APPEND does
+    /// not count: fcntl may clear it.)
+    func mayApply(to fd: FileDescriptor, flags: Int32) -> Bool {
+        guard enabled, flags & O_ACCMODE != O_RDONLY, flags & (O_SYNC | O_DSYNC) == 0 else { return false }
+        var fs = statfs()
+        return fstatfs(fd.rawValue, &fs) == 0 && Self.local.contains(Int(fs.f_type))
+    }
 }
