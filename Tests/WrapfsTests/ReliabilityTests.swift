@@ -237,6 +237,17 @@ struct ReliabilityTests {
         }
     }
 
+    /// `status`'s count of writes acknowledged before they were stored at the mount `point`.
+    private func acknowledgedEarly(_ point: String) throws -> Int {
+        try statusJSON(point)["writes_acknowledged_before_stored"] as? Int ?? -1
+    }
+
+    /// `status`'s count of `operation` requests served at the mount `point`.
+    private func requests(_ operation: String, _ point: String) throws -> Int {
+        let ops = try statusJSON(point)["operations"] as? [[String: Any]] ?? []
+        return ops.first { $0["name"] as? String == operation }?["count"] as? Int ?? 0
+    }
+
     /// Identity acknowledges a big write before storing it only while the lower has 64 MiB to
     /// spare beyond what is in flight (`WriteBehind`): a filling disk turns it back to storing first.
     @Test("write-behind: 1 MiB writes acknowledged before they are stored while the lower has room to spare, stored first near full; ENOSPC at write(2), sizes and data exact; --no-write-behind never",
@@ -244,7 +255,6 @@ struct ReliabilityTests {
     func writeBehindNearFull() throws {
         for behind in [true, false] {
             try withIdentityOnTmpfs(megabytes: 100, extra: behind ? [] : ["--no-write-behind"]) { dir, _, layer, _ in
-                func acknowledgedEarly() throws -> Int { try statusJSON(layer.point)["writes_acknowledged_before_stored"] as? Int ?? -1 }
                 let fd = open(layer.point + "/fill", O_WRONLY | O_CREAT, 0o644)
                 #expect(fd >= 0)
                 var fill: [UInt8] = []
@@ -258,7 +268,7 @@ struct ReliabilityTests {
                     // The size the layer reports waits for the store of a write acknowledged early.
                     var st = stat()
                     #expect(fstat(fd, &st) == 0 && st.st_size == off_t(fill.count))
-                    early.append(try acknowledgedEarly())
+                    early.append(try acknowledgedEarly(layer.point))
                 }
                 #expect(failure == ENOSPC, "the disk filled without ENOSPC at write: \(failure)")
                 #expect(fsync(fd) == 0, "a write acknowledged early failed: \(SysError.current)")
@@ -293,7 +303,7 @@ struct ReliabilityTests {
                 #expect(futimens(fd, &times) == 0 && fchmod(fd, 0o600) == 0)
                 close(fd)
             }
-            #expect((try statusJSON(layer.point)["writes_acknowledged_before_stored"] as? Int ?? 0) >= 20)
+            #expect(try acknowledgedEarly(layer.point) >= 20)
             try dropCaches()
             for i in 0..<20 {
                 var st = stat()
@@ -308,15 +318,14 @@ struct ReliabilityTests {
     /// layer places itself (O_APPEND), and lowers whose statfs cannot vouch for the room (FUSE).
     @Test("write-behind: never for O_SYNC, O_DSYNC or O_APPEND opens, nor over a FUSE lower", .timeLimit(.minutes(3)))
     func writeBehindExclusions() throws {
-        func early(_ point: String) throws -> Int { try statusJSON(point)["writes_acknowledged_before_stored"] as? Int ?? -1 }
         let chunk = noise(1 << 20, seed: 51)
         try withIdentityOnTmpfs(megabytes: 200) { _, _, layer, _ in
             for (name, flags) in [("sync", O_SYNC), ("dsync", O_DSYNC), ("append", O_APPEND), ("plain", 0)] {
-                let before = try early(layer.point)
+                let before = try acknowledgedEarly(layer.point)
                 let fd = open(layer.point + "/" + name, O_WRONLY | O_CREAT | flags, 0o644)
                 for _ in 0..<3 { #expect(write(fd, chunk, chunk.count) == chunk.count) }
                 close(fd)
-                let added = try early(layer.point) - before
+                let added = try acknowledgedEarly(layer.point) - before
                 #expect(flags == 0 ? added == 3 : added == 0, "\(name): \(added) writes acknowledged early")
                 #expect(try readWhole(layer.point + "/" + name) == chunk + chunk + chunk)
             }
@@ -324,7 +333,7 @@ struct ReliabilityTests {
         // The upper layer's lower is the lower layer's FUSE mount.
         try withLayers(["identity", "identity"]) { top, _, _ in
             try writeFile(top + "/f", chunk + chunk + chunk)
-            #expect(try early(top) == 0)
+            #expect(try acknowledgedEarly(top) == 0)
             #expect(try readFile(top + "/f") == chunk + chunk + chunk)
         }
     }
@@ -352,7 +361,7 @@ struct ReliabilityTests {
             #expect(written == patch.count, "the write was not acknowledged before it was stored: \(written) \(errno)")
             #expect(first == -1 && firstErrno == EIO, "fsync after the failed store: \(first) \(firstErrno)")
             #expect(second == 0, "the error is reported once")
-            #expect((try statusJSON(layer.point)["writes_acknowledged_before_stored"] as? Int ?? 0) >= 1)
+            #expect(try acknowledgedEarly(layer.point) >= 1)
             try dropCaches()
             #expect(try readWhole(layer.point + "/f") == data, "the failed store changed the file")
             #expect(m.log.contains("failed after it was acknowledged"), "no log line: \(m.log)")
@@ -362,14 +371,10 @@ struct ReliabilityTests {
     /// close(2) waits for the writes acknowledged before they were stored (FLUSH): once a file is
     /// closed the lower file is whole, and a store that failed fails the close. Read-only opens are
     /// opened FOPEN_NOFLUSH and cost no FLUSH.
-    @Test("write-behind: close waits for the stores (the lower file is whole after close; a failed store fails close, once); read-only opens send no FLUSH",
+    @Test("write-behind: close waits for the stores (the lower file is whole after close; a failed store fails close, once); read-only opens send no FLUSH, nor does the writeback cache past the first",
           .timeLimit(.minutes(3)))
     func writeBehindClose() throws {
         try withIdentityOnTmpfs(megabytes: 200) { dir, s, layer, m in
-            func flushes() throws -> Int {
-                let ops = try statusJSON(layer.point)["operations"] as? [[String: Any]] ?? []
-                return ops.first { $0["name"] as? String == "flush" }?["count"] as? Int ?? 0
-            }
             let data = noise(1 << 20, seed: 41)
             // Every lower pwrite of the daemon starts 0.5 s late: a close that did not wait comes first.
             var tracer = try attachStrace(to: m.daemon.pid, calls: "pwrite64", inject: "delay_enter=500000", log: s.path + "/delay.log")
@@ -380,8 +385,8 @@ struct ReliabilityTests {
             #expect(try readFile(dir + "/lower/f") == data, "the lower file was not whole when close returned")
             tracer.stop()
             usleep(300_000)  // strace detached
-            #expect((try statusJSON(layer.point)["writes_acknowledged_before_stored"] as? Int ?? 0) >= 1)
-            #expect(try flushes() >= 1)
+            #expect(try acknowledgedEarly(layer.point) >= 1)
+            #expect(try requests("flush", layer.point) >= 1)
 
             // A store that fails after its acknowledgement fails the close, and only that once.
             tracer = try attachStrace(to: m.daemon.pid, calls: "pwrite64", inject: "error=EIO", log: s.path + "/eio.log")
@@ -398,9 +403,15 @@ struct ReliabilityTests {
             close(again)
 
             // Read-only opens: no FLUSH at their close.
-            let before = try flushes()
+            let before = try requests("flush", layer.point)
             for _ in 0..<20 { #expect(try readWhole(layer.point + "/f") == data) }
-            #expect(try flushes() == before, "read-only closes sent FLUSH")
+            #expect(try requests("flush", layer.point) == before, "read-only closes sent FLUSH")
+        }
+        // The writeback cache ignores FOPEN_NOFLUSH and there is no write-behind to wait for: the
+        // first FLUSH gets ENOSYS and the kernel sends no more.
+        try withIdentityOnTmpfs(megabytes: 200, extra: ["--writeback-cache"]) { _, _, layer, _ in
+            for i in 0..<20 { try writeFile(layer.point + "/w\(i)", [UInt8](repeating: UInt8(i), count: 4096)) }
+            #expect(try requests("flush", layer.point) <= 1, "FLUSH kept coming with the writeback cache")
         }
     }
 

@@ -85,8 +85,7 @@ extension Layer {
         guard writeBehind.enabled else { fuse_reply_err(req, ENOSYS); return }
         serve(req) {
             guard let file = OpenFile.from(fi) else { throw Errno.EBADF }
-            file.inode.waitForStores()
-            if let e = file.inode.takeWriteError() { throw e }
+            try file.inode.finishStores()
             fuse_reply_err(req, 0)
         }
     }
@@ -189,9 +188,7 @@ extension Layer {
     func fsync(_ req: fuse_req_t, _ ino: fuse_ino_t, _ dataOnly: Bool, _ fi: UnsafeMutablePointer<fuse_file_info>) {
         serve(req) {
             guard let file = OpenFile.from(fi) else { throw Errno.EBADF }
-            // After any write still being stored, and with its error.
-            file.inode.waitForStores()
-            if let e = file.inode.takeWriteError() { throw e }
+            try file.inode.finishStores()  // after any write still being stored, and with its error
             try file.fd.sync(dataOnly: dataOnly)
             fuse_reply_err(req, 0)
         }

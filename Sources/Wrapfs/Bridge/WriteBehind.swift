@@ -11,8 +11,8 @@ import Synchronization
 /// It keeps ext4's semantics for a full disk: a write is acknowledged early only while the lower
 /// file system has `margin` bytes free beyond everything acknowledged and not yet stored, so
 /// ENOSPC still comes at write(2). A failure after the acknowledgement (an I/O error, or a disk
-/// another program filled within the margin) is reported by the file's next write or fsync, as
-/// ext4 reports a failed writeback.
+/// another program filled within the margin) is reported by the file's next write, fsync or
+/// close. close(2) waits for the stores (see `mayApply`).
 final class WriteBehind: @unchecked Sendable {
     /// Smallest write acknowledged early (streaming writes; small ones keep their full round trip).
     static let smallest = 64 << 10
@@ -37,8 +37,7 @@ final class WriteBehind: @unchecked Sendable {
     /// `flags`); false when the write must be stored before it is acknowledged.
     func reserve(_ count: Int, writingTo fd: FileDescriptor, flags: Int32) -> Bool {
         guard enabled, count >= Self.smallest, flags & (O_SYNC | O_DSYNC | O_APPEND) == 0 else { return false }
-        var fs = statfs()
-        guard fstatfs(fd.rawValue, &fs) == 0, Self.local.contains(Int(fs.f_type)) else { return false }
+        guard let fs = Self.localStatus(fd) else { return false }
         let free = Int64(fs.f_bavail) * Int64(fs.f_bsize)
         guard free - inFlight.load(ordering: .relaxed) - Int64(count) >= Self.margin else { return false }
         inFlight.add(Int64(count), ordering: .relaxed)
@@ -54,7 +53,12 @@ final class WriteBehind: @unchecked Sendable {
     /// not count: fcntl may clear it.)
     func mayApply(to fd: FileDescriptor, flags: Int32) -> Bool {
         guard enabled, flags & O_ACCMODE != O_RDONLY, flags & (O_SYNC | O_DSYNC) == 0 else { return false }
+        return Self.localStatus(fd) != nil
+    }
+
+    /// The statfs of the file system holding `fd`, if it is one of `local`.
+    private static func localStatus(_ fd: FileDescriptor) -> statfs? {
         var fs = statfs()
-        return fstatfs(fd.rawValue, &fs) == 0 && Self.local.contains(Int(fs.f_type))
+        return fstatfs(fd.rawValue, &fs) == 0 && local.contains(Int(fs.f_type)) ? fs : nil
     }
 }

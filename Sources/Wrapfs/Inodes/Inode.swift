@@ -126,9 +126,14 @@ public final class Inode {
     /// holds the content lock from before its acknowledgement): a utimens after it must land after
     /// the pwrite, which would otherwise set the mtime to now again.
     func waitForStores() { if writtenBehind { content.reading {} } }
+    /// `waitForStores`, then the error of a store that failed (fsync and close report it).
+    func finishStores() throws {
+        waitForStores()
+        if let e = takeWriteError() { throw e }
+    }
 
-    /// The error of a write that failed after it was acknowledged, for the file's next write or
-    /// fsync to report (once).
+    /// The error of a write that failed after it was acknowledged, for the file's next write,
+    /// fsync or close to report (once).
     func deferWriteError(_ e: Errno) { deferredWriteError.store(e.rawValue, ordering: .releasing) }
     func takeWriteError() -> Errno? {
         let e = deferredWriteError.exchange(0, ordering: .acquiringAndReleasing)
