@@ -242,10 +242,11 @@ struct ReliabilityTests {
         try statusJSON(point)["writes_acknowledged_before_stored"] as? Int ?? -1
     }
 
-    /// `status`'s count of `operation` requests served at the mount `point`.
-    private func requests(_ operation: String, _ point: String) throws -> Int {
+    /// `status`'s count of `operation` requests served at the mount `point` (`key` "errors": of
+    /// those answered with an errno).
+    private func requests(_ operation: String, _ point: String, key: String = "count") throws -> Int {
         let ops = try statusJSON(point)["operations"] as? [[String: Any]] ?? []
-        return ops.first { $0["name"] as? String == operation }?["count"] as? Int ?? 0
+        return ops.first { $0["name"] as? String == operation }?[key] as? Int ?? 0
     }
 
     /// Identity acknowledges a big write before storing it only while the lower has 64 MiB to
@@ -412,6 +413,8 @@ struct ReliabilityTests {
         try withIdentityOnTmpfs(megabytes: 200, extra: ["--writeback-cache"]) { _, _, layer, _ in
             for i in 0..<20 { try writeFile(layer.point + "/w\(i)", [UInt8](repeating: UInt8(i), count: 4096)) }
             #expect(try requests("flush", layer.point) <= 1, "FLUSH kept coming with the writeback cache")
+            #expect(try requests("flush", layer.point, key: "errors") == requests("flush", layer.point),
+                    "status does not count the ENOSYS answer as an errno reply")
         }
     }
 

@@ -80,10 +80,10 @@ extension Layer {
     /// close(2) of an open that write-behind may serve (the others are opened FOPEN_NOFLUSH): it
     /// returns once every store is done, with the error of one that failed (reported once).
     func flush(_ req: fuse_req_t, _ ino: fuse_ino_t, _ fi: UnsafeMutablePointer<fuse_file_info>) {
-        // Without write-behind (or with the writeback cache, which ignores FOPEN_NOFLUSH) there is
-        // nothing to wait for: ENOSYS once, and the kernel stops sending FLUSH for this mount.
-        guard writeBehind.enabled else { fuse_reply_err(req, ENOSYS); return }
         serve(req) {
+            // Without write-behind (or with the writeback cache, which ignores FOPEN_NOFLUSH) there
+            // is nothing to wait for: ENOSYS once, and the kernel stops sending FLUSH for this mount.
+            guard writeBehind.enabled else { throw Errno.ENOSYS }
             guard let file = OpenFile.from(fi) else { throw Errno.EBADF }
             try file.inode.finishStores()
             fuse_reply_err(req, 0)
