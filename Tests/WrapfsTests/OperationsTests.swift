@@ -129,6 +129,37 @@ struct OperationsTests {
         }
     }
 
+    @Test("chown(path, -1, -1) changes the ctime of every kind of file, and the set-ID bits go as on the lower directory",
+          arguments: codecs)
+    func chownToSameOwner(codec: String) throws {
+        let plain = try Scratch("plain")
+        defer { plain.remove() }
+        try withLayers([codec]) { top, _, _ in
+            // Same files in the layer and in a plain directory on the disk the tests run on.
+            for dir in [plain.path, top] {
+                try writeFile(dir + "/f", [1, 2, 3])
+                #expect(chmod(dir + "/f", 0o6755) == 0)
+                #expect(mkdir(dir + "/d", 0o755) == 0)
+                #expect(symlink("f", dir + "/l") == 0)
+                #expect(mkfifo(dir + "/p", 0o644) == 0)
+            }
+            func outcome(_ dir: String) throws -> [String] {
+                try ["f", "d", "l", "p"].map { name in
+                    let path = dir + "/" + name
+                    let before = try statOf(path)
+                    usleep(20_000) // past the coarse clock's tick
+                    #expect(lchown(path, uid_t.max, gid_t.max) == 0)
+                    let after = try statOf(path)
+                    let newer = (after.st_ctim.tv_sec, after.st_ctim.tv_nsec) > (before.st_ctim.tv_sec, before.st_ctim.tv_nsec)
+                    return "\(name): ctime changed \(newer), mode \(String(after.st_mode & 0o7777, radix: 8))"
+                }
+            }
+            let expected = try outcome(plain.path)
+            #expect(expected.allSatisfy { $0.contains("ctime changed true") })
+            #expect(try outcome(top) == expected)
+        }
+    }
+
     @Test("extended attributes", arguments: codecs)
     func xattrs(codec: String) throws {
         try withLayers([codec]) { top, _, _ in

@@ -126,6 +126,7 @@ extension Layer {
                     try clearSetID(req, inode, try lowerStat(inode.fd))
                 }
             }
+            if toSet & ~FUSE_SET_ATTR_CTIME == 0 { touchChangeTime(inode) }
             if toSet & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME) != 0 {
                 let omit = timespec(tv_sec: 0, tv_nsec: wrapfs_utime_omit), now = timespec(tv_sec: 0, tv_nsec: wrapfs_utime_now)
                 var times = [omit, omit]
@@ -148,6 +149,19 @@ extension Layer {
                 }
             }
             reply(req, attributes: try attributes(inode))
+        }
+    }
+
+    /// chown(path, -1, -1) changes nothing but the ctime, and a local lower (ext4, tmpfs) does
+    /// change it: the layer passes it on. Not with the lower's own chown(-1, -1), which would drop
+    /// S_ISUID the set-ID rule above may keep, but with a chmod to the mode the file has (a
+    /// symlink has no mode to set and no set-ID bits to lose). Best effort: a daemon that may not
+    /// chmod the file leaves the ctime as it is.
+    private func touchChangeTime(_ inode: Inode) {
+        if inode.isSymlink {
+            try? inode.fd.chown(uid: uid_t.max, gid: gid_t.max)
+        } else if let st = try? lowerStat(inode.fd) {
+            _ = fchmodat(AT_FDCWD, inode.fd.procPath, st.st_mode & 0o7777, 0)
         }
     }
 
