@@ -74,6 +74,29 @@ struct LowerFileSystemsTests {
         }
     }
 
+    /// bindfs reaches a file by the name the layer's descriptor came by: with that name unlinked,
+    /// the file must still answer by the others (pjdfstest link/00.t: stat said ENOENT).
+    @Test("over bindfs, a hard-linked file unlinked by its newest names still answers by the name left",
+          .timeLimit(.minutes(2)), arguments: [["identity"], ["aes-gcm"]])
+    func hardLinksOverBindfs(codecs: [String]) throws {
+        try withLowerFileSystem("bindfs") { base, _ in
+            try withLayers(codecs, lowerIn: base) { top, _, _ in
+                try writeFile(top + "/a", [1, 2, 3])
+                #expect(link(top + "/a", top + "/b") == 0)
+                #expect(link(top + "/b", top + "/c") == 0)
+                #expect(unlink(top + "/a") == 0)
+                #expect(unlink(top + "/c") == 0)
+                // At once, while the kernel still holds the entry of b (its attributes are stale).
+                #expect(try statOf(top + "/b").st_nlink == 1)
+                #expect(try readFile(top + "/b") == [1, 2, 3])
+                #expect(chmod(top + "/b", 0o600) == 0)
+                try appendFile(top + "/b", [4])
+                #expect(try readFile(top + "/b") == [1, 2, 3, 4])
+                #expect(try statOf(top + "/b").st_mode & 0o777 == 0o600)
+            }
+        }
+    }
+
     @Test("a petabyte-sized hole over tmpfs takes no space")
     func petabyteOnTmpfs() throws {
         try withLowerFileSystem("tmpfs") { base, _ in

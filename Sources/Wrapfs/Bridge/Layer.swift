@@ -217,6 +217,22 @@ public final class Layer {
 
     /// The attributes the layer shows for `inode`: the lower ones, with logical sizes.
     func attributes(_ inode: Inode, _ lower: stat? = nil) throws -> stat {
+        if lower == nil { return try onLiveDescriptor(inode) { try currentAttributes(inode, nil) } }
+        return try currentAttributes(inode, lower)
+    }
+
+    /// Runs `body`, which uses `inode.fd`, again once on a descriptor of another of the file's
+    /// names when a path-based lower FUSE file system no longer knows the current one's
+    /// (`Inode.reviveFromRetired`): after `link a b; unlink b`, `a` must still answer.
+    func onLiveDescriptor<R>(_ inode: Inode, _ body: () throws -> R) throws -> R {
+        do {
+            return try body()
+        } catch let error as Errno where error == .ENOENT && inodes.verifyHits && inode.reviveFromRetired() {
+            return try body()
+        }
+    }
+
+    private func currentAttributes(_ inode: Inode, _ lower: stat?) throws -> stat {
         if inode.isRegular && inode.writtenBehind {
             // A write acknowledged before it was stored holds the content lock until it is: a size
             // taken before then would shrink the file in the kernel.

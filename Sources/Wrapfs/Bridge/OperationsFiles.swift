@@ -66,7 +66,7 @@ extension Layer {
     func open(_ req: fuse_req_t, _ ino: fuse_ino_t, _ fi: UnsafeMutablePointer<fuse_file_info>) {
         serve(req) {
             let inode = inodes.inode(ino)
-            let (fd, readable) = try openLower(flags: fi.pointee.flags) { f in try inode.fd.reopen(f) }
+            let (fd, readable) = try openLower(flags: fi.pointee.flags) { f in try onLiveDescriptor(inode) { try inode.fd.reopen(f) } }
             let file = OpenFile(fd: fd, inode: inode, flags: fi.pointee.flags, readable: readable, opener: Opener(req, registry: openFiles))
             if fi.pointee.flags & O_TRUNC != 0 {
                 try inode.content.writing { try engine.truncate(file.lower, to: 0) }

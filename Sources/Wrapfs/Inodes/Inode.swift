@@ -70,6 +70,22 @@ public final class Inode {
         }
     }
 
+    /// Over a path-based lower: once the name the current descriptor came by is unlinked, that
+    /// descriptor answers ENOENT while the file lives on under its other names. Makes current the
+    /// newest replaced descriptor that still reaches this file; true if the current one (maybe
+    /// just revived by another request) does.
+    func reviveFromRetired() -> Bool {
+        headerLock.locked {
+            func reaches(_ d: FileDescriptor) -> Bool { (try? d.freshStat()).map { InodeKey($0) == key } ?? false }
+            if reaches(fd) { return true }
+            for i in retired.indices.reversed() where reaches(retired[i]) {
+                retired[i] = FileDescriptor(rawValue: currentFd.exchange(retired[i].rawValue, ordering: .acquiringAndReleasing))
+                return true
+            }
+            return false
+        }
+    }
+
     var isDirectory: Bool { fileType == S_IFDIR }
     var isRegular: Bool { fileType == S_IFREG }
     var isSymlink: Bool { fileType == S_IFLNK }
