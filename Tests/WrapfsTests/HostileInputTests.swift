@@ -108,6 +108,9 @@ struct HostileInputTests {
             let name = mutate(try codec.encodeName(Array("name-\(round)".utf8)), &rng)
             _ = try? codec.decodeName(name)
             _ = try? codec.decodeLinkTarget(name)
+            // A 4,095-byte path, which aes codecs deflate before they encrypt it.
+            let longTarget = Array(String(repeating: "0123456789abcdef/\(round % 7)", count: 230).utf8.prefix(4095))
+            _ = try? codec.decodeLinkTarget(mutate(try codec.encodeLinkTarget(longTarget), &rng))
         }
         if spec == "aes-gcm" {
             // Authenticated: every changed slot is refused. (In a chain the bytes past the

@@ -58,8 +58,8 @@ public final class AesCodec: Codec {
 
     public func encodeName(_ name: [UInt8]) throws -> [UInt8] { try names.map { try $0.encrypt(name) } ?? name }
     public func decodeName(_ name: [UInt8]) throws -> [UInt8] { try names.map { try $0.decrypt(name) } ?? name }
-    public func encodeLinkTarget(_ target: [UInt8]) throws -> [UInt8] { try names.map { try $0.encrypt(target) } ?? target }
-    public func decodeLinkTarget(_ target: [UInt8]) throws -> [UInt8] { try names.map { try $0.decrypt(target) } ?? target }
+    public func encodeLinkTarget(_ target: [UInt8]) throws -> [UInt8] { try names.map { try $0.encryptLinkTarget(target) } ?? target }
+    public func decodeLinkTarget(_ target: [UInt8]) throws -> [UInt8] { try names.map { try $0.decryptLinkTarget(target) } ?? target }
     public var preservesNameLength: Bool { names == nil }
 
     public func encode(_ page: UnsafeRawBufferPointer, into slot: UnsafeMutableRawBufferPointer, context: PageContext) throws -> Int {
