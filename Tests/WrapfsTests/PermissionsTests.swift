@@ -166,12 +166,13 @@ struct PermissionsTests {
     /// kept a set-group-ID without group execute that a local file system clears for a caller
     /// outside the file's group.
     @Test("set-ID bits and capabilities go on write, truncate, fallocate and chown by root and by others, as on the lower directory",
-          .timeLimit(.minutes(3)), arguments: [("identity", false), ("aes-gcm", false), ("identity", true)])
-    func setIDCleared(codec: String, writeback: Bool) throws {
+          .timeLimit(.minutes(3)),
+          arguments: [("identity", ""), ("aes-gcm", ""), ("identity", "--writeback-cache"), ("identity", "--direct-io")])
+    func setIDCleared(codec: String, mode option: String) throws {
         let s = try Scratch("setid")
         defer { s.remove() }
         chmod(s.path, 0o755)
-        let layer = try LayerSetup(s, codec: codec, extra: ["-o", "allow_other"] + (writeback ? ["--writeback-cache"] : []))
+        let layer = try LayerSetup(s, codec: codec, extra: ["-o", "allow_other"] + (option.isEmpty ? [] : [option]))
         let plain = try s.dir("plain")
         for dir in [layer.lower, layer.point, plain] { chmod(dir, 0o755) }
         let m = try layer.mount()

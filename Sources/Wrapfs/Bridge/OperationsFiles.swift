@@ -141,6 +141,11 @@ extension Layer {
             var acknowledged = false
             try file.inode.content.writing {
                 if let e = file.inode.takeWriteError() { throw e }  // an acknowledged write failed
+                if options.directIO && WriteKillsSetID.current {
+                    // Direct I/O skips the kernel's file_remove_privs (the empty SETATTR that
+                    // clears set-ID bits on cached writes): the write's own flag asks for it.
+                    try clearSetID(req, file.inode, try lowerStat(file.fd))
+                }
                 var offset = Int64(off)
                 // O_APPEND as the file is now: fcntl(F_SETFL) may have set or cleared it since open.
                 if fi.pointee.flags & O_APPEND != 0 && wrapfs_fi_writepage(fi) == 0 {

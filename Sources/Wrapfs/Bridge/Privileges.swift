@@ -21,7 +21,22 @@ final class PrivilegeHandshake {
     var accepted = false
 
     static let opcodeInit: UInt32 = 26
+    static let opcodeWrite: UInt32 = 16
     static let handleKillprivV2: UInt32 = 1 << 28
+    /// fuse_write_in.write_flags: the writer lacks CAP_FSETID, the daemon clears set-ID bits.
+    static let writeKillSuidgid: UInt32 = 1 << 2
+}
+
+/// Whether the WRITE request this thread read last carried FUSE_WRITE_KILL_SUIDGID (libfuse 3.14
+/// does not pass write flags on). A worker serves each request it reads before it reads the next.
+enum WriteKillsSetID {
+    private static let key: pthread_key_t = {
+        var k = pthread_key_t()
+        pthread_key_create(&k, nil)
+        return k
+    }()
+    static func note(_ kills: Bool) { pthread_setspecific(key, kills ? UnsafeRawPointer(bitPattern: 1) : nil) }
+    static var current: Bool { pthread_getspecific(key) != nil }
 }
 
 extension Layer {
@@ -34,7 +49,12 @@ extension Layer {
             // fuse_in_header (40 bytes), then fuse_init_in: major, minor, max_readahead, flags.
             guard n >= 56, let buf, let userdata else { return n }
             let handshake = Unmanaged<Layer>.fromOpaque(userdata).takeUnretainedValue().privileges
-            if handshake.awaitingInit && buf.loadUnaligned(fromByteOffset: 4, as: UInt32.self) == PrivilegeHandshake.opcodeInit {
+            let opcode = buf.loadUnaligned(fromByteOffset: 4, as: UInt32.self)
+            if opcode == PrivilegeHandshake.opcodeWrite, n >= 64 {
+                // fuse_write_in after the header: fh, offset, size, then write_flags.
+                WriteKillsSetID.note(buf.loadUnaligned(fromByteOffset: 60, as: UInt32.self) & PrivilegeHandshake.writeKillSuidgid != 0)
+            }
+            if handshake.awaitingInit && opcode == PrivilegeHandshake.opcodeInit {
                 handshake.initUnique = buf.loadUnaligned(fromByteOffset: 8, as: UInt64.self)
                 handshake.offered = buf.loadUnaligned(fromByteOffset: 52, as: UInt32.self) & PrivilegeHandshake.handleKillprivV2 != 0
             }
@@ -57,7 +77,8 @@ extension Layer {
             return Glibc.writev(fd, iov, count)
         }
         io.splice_receive = { fdIn, offIn, fdOut, offOut, len, flags, _ in
-            wrapfs_splice_flags(fdIn, offIn, fdOut, offOut, len, flags)
+            WriteKillsSetID.note(false)  // a spliced request's header is not seen here
+            return wrapfs_splice_flags(fdIn, offIn, fdOut, offOut, len, flags)
         }
         io.splice_send = { fdIn, offIn, fdOut, offOut, len, flags, _ in
             wrapfs_splice_flags(fdIn, offIn, fdOut, offOut, len, flags)
