@@ -46,6 +46,11 @@ static const int wrapfs_O_DIRECT = 0400000;
 #else
 static const int wrapfs_O_DIRECT = 040000;
 #endif
+#ifdef F_SETPIPE_SZ
+static const int wrapfs_F_SETPIPE_SZ = F_SETPIPE_SZ;
+#else
+static const int wrapfs_F_SETPIPE_SZ = 1031;  // F_LINUX_SPECIFIC_BASE + 7, the same on every architecture
+#endif
 #ifdef AT_EMPTY_PATH
 static const int wrapfs_AT_EMPTY_PATH = AT_EMPTY_PATH;
 #else

@@ -51,7 +51,7 @@ struct MountCommand: ParsableCommand {
     var maxDescriptors: Int?
     @Flag(help: "identity: store every write before acknowledging it (by default a write of 64 KiB or more is acknowledged first while the lower file system has 64 MiB more free, so the writer's next copy overlaps the store; a later failure is reported by the next write or fsync).")
     var noWriteBehind = false
-    @Flag(help: "identity: splice written data from /dev/fuse to the lower file (big writes faster, small requests slower; needs fs.pipe-max-size >= 1052672 or CAP_SYS_RESOURCE).")
+    @Flag(help: "identity: splice written data from /dev/fuse to the lower file (big writes faster, small requests slower; where fs.pipe-max-size caps pipes, write requests shrink to fit one).")
     var splice = false
     @Flag(help: "No extended attributes (EOPNOTSUPP, as bare FUSE and bindfs --xattr-none): saves a request per file written or chowned and two per file `ls -l` lists.")
     var noXattr = false

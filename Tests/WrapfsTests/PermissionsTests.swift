@@ -167,12 +167,13 @@ struct PermissionsTests {
     /// outside the file's group.
     @Test("set-ID bits and capabilities go on write, truncate, fallocate and chown by root and by others, as on the lower directory",
           .timeLimit(.minutes(3)),
-          arguments: [("identity", ""), ("aes-gcm", ""), ("identity", "--writeback-cache"), ("identity", "--direct-io")])
+          arguments: [("identity", ""), ("aes-gcm", ""), ("identity", "--writeback-cache"), ("identity", "--direct-io"),
+                      ("identity", "--direct-io --splice")])
     func setIDCleared(codec: String, mode option: String) throws {
         let s = try Scratch("setid")
         defer { s.remove() }
         chmod(s.path, 0o755)
-        let layer = try LayerSetup(s, codec: codec, extra: ["-o", "allow_other"] + (option.isEmpty ? [] : [option]))
+        let layer = try LayerSetup(s, codec: codec, extra: ["-o", "allow_other"] + option.split(separator: " ").map(String.init))
         let plain = try s.dir("plain")
         for dir in [layer.lower, layer.point, plain] { chmod(dir, 0o755) }
         let m = try layer.mount()
@@ -194,14 +195,20 @@ struct PermissionsTests {
         }
         let script = make.joined(separator: "\n")
         for dir in [plain, layer.point] { _ = try sh("cd '\(dir)' && \(script)") }
+        // The mode as stat shows it at once (no attribute timeout run out), per directory.
+        var modesAtOnce: [String] = []
         for dir in [plain, layer.point] {
+            var seen = ""
             for mode in Self.setIDModes {
                 for (name, change) in Self.setIDChanges {
-                    _ = try sh("cd '\(dir)' && " + change.replacingOccurrences(of: "F", with: "root-\(mode)-\(name)"))
-                    #expect(try Self.asNobody(change.replacingOccurrences(of: "F", with: "other-\(mode)-\(name)"), in: dir).status == 0,
+                    let (mine, theirs) = ("root-\(mode)-\(name)", "other-\(mode)-\(name)")
+                    seen += try sh("cd '\(dir)' && " + change.replacingOccurrences(of: "F", with: mine) + " && stat -c '%n %a' \(mine)")
+                    #expect(try Self.asNobody(change.replacingOccurrences(of: "F", with: theirs), in: dir).status == 0,
                             "\(dir): \(name) by uid 65534")
+                    seen += try sh("stat -c '%n %a' '\(dir)/\(theirs)'").replacingOccurrences(of: dir + "/", with: "")
                 }
             }
+            modesAtOnce.append(seen)
             for (name, change) in Self.capabilityChanges {
                 _ = try sh("cd '\(dir)' && " + change.replacingOccurrences(of: "F", with: "cap-\(name)"))
             }
@@ -209,6 +216,7 @@ struct PermissionsTests {
         let listing = "for f in *; do echo \"$f $(stat -c '%a %u %g %s' \"$f\") $(getfattr --absolute-names -n security.capability -e hex \"$f\" 2>/dev/null | grep =)\"; done"
         let (a, b) = (try sh("cd '\(plain)' && \(listing)"), try sh("cd '\(layer.point)' && \(listing)"))
         #expect(a == b, "plain directory, then layer:\n\(a)\n---\n\(b)")
+        #expect(modesAtOnce[0] == modesAtOnce[1], "right after each change, plain directory, then layer:\n\(modesAtOnce[0])\n---\n\(modesAtOnce[1])")
         // The cases that set the rules apart are there to see.
         #expect(a.contains("other-2745-append 745 ") && a.contains("root-6755-append 6755 ") && a.contains("root-6755-chown-1-1 755 "), "\(a)")
         #expect(a.contains("cap-append 4755 ") && a.contains("cap-touch 4755 0 0 3 security.capability="), "\(a)")

@@ -67,6 +67,26 @@ extension Layer {
         stats.record(op, since: start)
     }
 
+    /// libfuse splices a request into a pipe of max_write + 4 KiB, and reads every request with
+    /// read(2) instead, quietly, when it cannot grow one that far (above fs.pipe-max-size, 1 MiB by
+    /// default, without CAP_SYS_RESOURCE). Then a smaller max_write keeps `--splice` working.
+    private func spliceableWriteSize(_ maxWrite: Int) -> Int {
+        let header = 4096
+        var ends: [Int32] = [0, 0]
+        guard pipe(&ends) == 0 else { return maxWrite }  // closed before any exec: no O_CLOEXEC needed
+        defer { close(ends[0]); close(ends[1]) }
+        if fcntl(ends[0], wrapfs_F_SETPIPE_SZ, Int32(maxWrite + header)) >= 0 { return maxWrite }
+        guard let text = try? String(contentsOfFile: "/proc/sys/fs/pipe-max-size", encoding: .utf8),
+              let limit = Int(text.trimmingCharacters(in: .whitespacesAndNewlines)) else { return maxWrite }
+        // Pipe sizes are a power of two pages: the largest one allowed, less the header.
+        var pipeSize = header
+        while pipeSize * 2 <= limit { pipeSize *= 2 }
+        let fitting = pipeSize - header
+        guard fitting >= header, fitting < maxWrite else { return maxWrite }
+        log.notice("--splice: pipes here hold at most \(pipeSize) bytes (fs.pipe-max-size, no CAP_SYS_RESOURCE): write requests are limited to \(fitting) bytes so that libfuse can splice them")
+        return fitting
+    }
+
     /// Capability negotiation at mount time.
     func negotiate(_ conn: UnsafeMutablePointer<fuse_conn_info>) {
         // O_TRUNC on open comes as a setattr, so truncation always runs through the page engine.
@@ -81,6 +101,7 @@ extension Layer {
         // that must see the bytes.
         if engine.codec.passesBytesThrough && options.splice && conn.pointee.capable & UInt32(FUSE_CAP_SPLICE_READ) != 0 {
             conn.pointee.want |= UInt32(FUSE_CAP_SPLICE_READ)
+            conn.pointee.max_write = UInt32(spliceableWriteSize(Int(conn.pointee.max_write)))
         } else {
             conn.pointee.want &= ~UInt32(FUSE_CAP_SPLICE_READ)
         }

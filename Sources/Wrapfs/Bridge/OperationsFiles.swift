@@ -141,10 +141,11 @@ extension Layer {
             var acknowledged = false
             try file.inode.content.writing {
                 if let e = file.inode.takeWriteError() { throw e }  // an acknowledged write failed
-                if options.directIO && WriteKillsSetID.current {
+                if options.directIO && writeKillsSetID(req) {
                     // Direct I/O skips the kernel's file_remove_privs (the empty SETATTR that
                     // clears set-ID bits on cached writes): the write's own flag asks for it.
-                    try clearSetID(req, file.inode, try lowerStat(file.fd))
+                    // The WRITE reply updates no mode in the kernel, so its cached one goes.
+                    if try clearSetID(req, file.inode, try lowerStat(file.fd)) { invalidateKernelAttributes(ino) }
                 }
                 var offset = Int64(off)
                 // O_APPEND as the file is now: fcntl(F_SETFL) may have set or cleared it since open.

@@ -39,4 +39,11 @@ extension Layer {
         }
         return true
     }
+
+    /// Has the kernel forget its cached attributes of `ino` (not its pages, so no request comes
+    /// back: safe on a request's thread).
+    func invalidateKernelAttributes(_ ino: fuse_ino_t) {
+        guard let se = session else { return }
+        _ = fuse_lowlevel_notify_inval_inode(se, ino, -1, 0)
+    }
 }

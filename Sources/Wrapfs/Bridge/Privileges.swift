@@ -29,14 +29,24 @@ final class PrivilegeHandshake {
 
 /// Whether the WRITE request this thread read last carried FUSE_WRITE_KILL_SUIDGID (libfuse 3.14
 /// does not pass write flags on). A worker serves each request it reads before it reads the next.
+/// A request received by splice (`--splice`) is not seen on its way in: `unknown`.
 enum WriteKillsSetID {
+    case yes, no, unknown
     private static let key: pthread_key_t = {
         var k = pthread_key_t()
         pthread_key_create(&k, nil)
         return k
     }()
-    static func note(_ kills: Bool) { pthread_setspecific(key, kills ? UnsafeRawPointer(bitPattern: 1) : nil) }
-    static var current: Bool { pthread_getspecific(key) != nil }
+    static func note(_ kills: WriteKillsSetID) {
+        pthread_setspecific(key, UnsafeRawPointer(bitPattern: kills == .yes ? 1 : kills == .no ? 2 : 3))
+    }
+    static var current: WriteKillsSetID {
+        switch Int(bitPattern: pthread_getspecific(key)) {
+        case 1: .yes
+        case 2: .no
+        default: .unknown
+        }
+    }
 }
 
 extension Layer {
@@ -52,7 +62,7 @@ extension Layer {
             let opcode = buf.loadUnaligned(fromByteOffset: 4, as: UInt32.self)
             if opcode == PrivilegeHandshake.opcodeWrite, n >= 64 {
                 // fuse_write_in after the header: fh, offset, size, then write_flags.
-                WriteKillsSetID.note(buf.loadUnaligned(fromByteOffset: 60, as: UInt32.self) & PrivilegeHandshake.writeKillSuidgid != 0)
+                WriteKillsSetID.note(buf.loadUnaligned(fromByteOffset: 60, as: UInt32.self) & PrivilegeHandshake.writeKillSuidgid != 0 ? .yes : .no)
             }
             if handshake.awaitingInit && opcode == PrivilegeHandshake.opcodeInit {
                 handshake.initUnique = buf.loadUnaligned(fromByteOffset: 8, as: UInt64.self)
@@ -77,7 +87,7 @@ extension Layer {
             return Glibc.writev(fd, iov, count)
         }
         io.splice_receive = { fdIn, offIn, fdOut, offOut, len, flags, _ in
-            WriteKillsSetID.note(false)  // a spliced request's header is not seen here
+            WriteKillsSetID.note(.unknown)  // a spliced request's header is not seen here
             return wrapfs_splice_flags(fdIn, offIn, fdOut, offOut, len, flags)
         }
         io.splice_send = { fdIn, offIn, fdOut, offOut, len, flags, _ in
@@ -109,11 +119,24 @@ extension Layer {
         return ctx.uid == 0 || ctx.gid == fileGroup || Self.groups(of: req).contains(fileGroup)
     }
 
+    /// A direct-I/O WRITE's FUSE_WRITE_KILL_SUIDGID (the caller lacks CAP_FSETID). Unseen when the
+    /// request came by splice: then every caller but root counts as lacking it.
+    func writeKillsSetID(_ req: fuse_req_t) -> Bool {
+        switch WriteKillsSetID.current {
+        case .yes: return true
+        case .no: return false
+        case .unknown: return fuse_req_ctx(req)?.pointee.uid != 0
+        }
+    }
+
     /// Clears the set-ID bits of a regular file whose status was `st` (before the change, for a
-    /// chown) as `modeWithoutSetID` says, if any go.
-    func clearSetID(_ req: fuse_req_t, _ inode: Inode, _ st: stat) throws {
-        guard inode.isRegular, st.st_mode & (S_ISUID | S_ISGID) != 0 else { return }
+    /// chown) as `modeWithoutSetID` says, if any go. True when a bit went.
+    @discardableResult
+    func clearSetID(_ req: fuse_req_t, _ inode: Inode, _ st: stat) throws -> Bool {
+        guard inode.isRegular, st.st_mode & (S_ISUID | S_ISGID) != 0 else { return false }
         let mode = modeWithoutSetID(req, st)
-        if mode != st.st_mode & 0o7777 { _ = try sys { fchmodat(AT_FDCWD, inode.fd.procPath, mode, 0) } }
+        guard mode != st.st_mode & 0o7777 else { return false }
+        _ = try sys { fchmodat(AT_FDCWD, inode.fd.procPath, mode, 0) }
+        return true
     }
 }
