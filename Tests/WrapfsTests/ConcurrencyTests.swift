@@ -94,6 +94,34 @@ struct ConcurrencyTests {
             #expect(lines.allSatisfy { $0.count == 99 && $0.hasPrefix("writer ") })
         }
     }
+
+    /// A big append is encoded on every core, but one thread at a time writes the lower file: two
+    /// pwrites into one file would contend for its inode lock (the kernel spins the second).
+    /// Under strace, pwrite64 calls that overlap show as "<unfinished ...>".
+    @Test("a parallel append writes the lower file from one thread at a time, and the data is whole",
+          .timeLimit(.minutes(2)), arguments: ["aes-gcm", "gzip"])
+    func oneWriterPerAppend(codec: String) throws {
+        let s = try Scratch("handoff")
+        defer { s.remove() }
+        let layer = try LayerSetup(s, codec: codec)
+        let m = try layer.mount()
+        defer { m.unmount() }
+        let tracer = try attachStrace(to: m.daemon.pid, calls: "pwrite64", log: s.path + "/strace.log")
+        defer { tracer.stop() }
+        let data = pattern(16 << 20, seed: 7)
+        let fd = open(layer.point + "/stream", O_CREAT | O_WRONLY, 0o644)
+        for k in 0..<16 { #expect(pwrite(fd, Array(data[(k << 20)..<((k + 1) << 20)]), 1 << 20, off_t(k << 20)) == 1 << 20) }
+        #expect(fsync(fd) == 0)
+        close(fd)
+        tracer.stop()
+        let log = try String(contentsOfFile: s.path + "/strace.log", encoding: .utf8).split(separator: "\n")
+        let writes = log.filter { $0.contains("pwrite64(") }.count
+        let overlapping = log.filter { $0.contains("unfinished") }
+        #expect(writes >= 16, "pwrite64 calls: \(writes)")
+        #expect(overlapping.isEmpty, "overlapping lower writes: \(overlapping.prefix(5))")
+        try dropCaches()
+        #expect(try readWhole(layer.point + "/stream") == data)
+    }
 }
 
 /// Failures collected from several threads.

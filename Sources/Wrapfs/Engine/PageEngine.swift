@@ -425,6 +425,8 @@ final class PageEngine {
             if room > 0 { UnsafeMutableRawBufferPointer(rebasing: buffer[0..<room]).copyMemory(from: h) }
             let slots = UnsafeMutableRawBufferPointer(rebasing: buffer[room...])
             var encoded = [Int](repeating: 0, count: pages)
+            let size = chunkPages
+            let handoff = appending ? WriteHandoff(chunks: (pages + size - 1) / size) : nil
             do {
                 try encoded.withUnsafeMutableBufferPointer { lengths in
                     try forEachChunk(of: pages) { chunk in
@@ -433,12 +435,13 @@ final class PageEngine {
                             let slot = UnsafeMutableRawBufferPointer(rebasing: slots[k * Int(slotSize)..<(k + 1) * Int(slotSize)])
                             lengths[k] = try encodePage(page, into: slot, index: first + Int64(k), header: h)
                         }
-                        if appending {
+                        handoff?.encoded(chunk.lowerBound / size) { c in
                             try writeSlots(file, buffer, room: room, first: first, encoded: UnsafeBufferPointer(lengths),
-                                           pages: chunk, lastOfFile: lastOfFile)
+                                           pages: c * size..<min(pages, (c + 1) * size), lastOfFile: lastOfFile)
                         }
                     }
                 }
+                if let failure = handoff?.failure { throw failure }
             } catch {
                 // A failed append (a full lower disk, a failed encode) leaves the old length.
                 if appending { try? file.fd.truncate(to: existing) }
