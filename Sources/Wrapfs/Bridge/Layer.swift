@@ -105,7 +105,7 @@ public final class Layer {
         self.group = group
         inodes = group.table.view(root: root, mount: mount)
         engine = PageEngine(codec: codec, log: log, stats: stats)
-        writeBehind = WriteBehind(options: options, codec: codec)
+        writeBehind = WriteBehind(options: options)
     }
 
     /// Tells the daemon's other mounts that `inode`'s content changed (see `MountGroup.contentChanged`).

@@ -47,8 +47,8 @@ public struct LayerOptions {
     /// request and reads small ones back out of the pipe, a syscall more per request (untar ~10%
     /// slower, 1 MiB writes ~7% faster in `bench/ab` and the A/B loop; docs/NOTES.md).
     public var splice = false
-    /// Acknowledge big writes of a codec that changes no byte before storing them, while the
-    /// lower file system has room to spare (see `WriteBehind`).
+    /// Acknowledge big writes before storing them, while the lower file system has room to
+    /// spare (see `WriteBehind`).
     public var writeBehind = true
     /// Names in the lower root that belong to the layer (its volume file): never shown, never usable.
     public var hiddenRootNames: Set<String> = []

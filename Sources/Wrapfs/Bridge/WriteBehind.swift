@@ -1,4 +1,4 @@
-// WriteBehind: when a big identity write may be acknowledged before it is stored, and the room it holds.
+// WriteBehind: when a big write may be acknowledged before it is stored, and the room it holds.
 import Glibc
 import CFuse
 import Synchronization
@@ -22,10 +22,10 @@ final class WriteBehind: @unchecked Sendable {
     let enabled: Bool
     private let inFlight = Atomic<Int64>(0)
 
-    /// Only for codecs that store bytes as given, without the writeback cache (which already
-    /// acknowledges early).
-    init(options: LayerOptions, codec: Codec) {
-        enabled = options.writeBehind && codec.passesBytesThrough && !options.writebackCache
+    /// Every codec (encoding is part of the store), but not with the writeback cache, which
+    /// already acknowledges early.
+    init(options: LayerOptions) {
+        enabled = options.writeBehind && !options.writebackCache
     }
 
     /// File systems whose statfs tells free space exactly and at once (not network or FUSE ones,
