@@ -174,6 +174,20 @@ struct OperationsTests {
             #expect(wrapfs_setxattr(top + "/f", "user.colour", "red", 3, Int32(XATTR_CREATE)) == -1 && errno == EEXIST)
             #expect(wrapfs_removexattr(top + "/f", "user.colour") == 0)
             #expect(wrapfs_getxattr(top + "/f", "user.colour", &buf, 64) == -1 && errno == ENODATA)
+            // A symlink's attributes (rsync -X lists them): as on a plain directory's symlink.
+            let plain = try Scratch("xattr-plain")
+            defer { plain.remove() }
+            func symlinkAttributes(_ dir: String) -> [String] {
+                symlink("target", dir + "/link")
+                var names = [CChar](repeating: 0, count: 256)
+                let sized = llistxattr(dir + "/link", nil, 0)
+                let listed = llistxattr(dir + "/link", &names, names.count), listErrno = errno
+                let got = lgetxattr(dir + "/link", "user.colour", &buf, 64), getErrno = errno
+                let set = lsetxattr(dir + "/link", "user.colour", "blue", 4, 0), setErrno = errno
+                return ["size \(sized)", "list \(listed) \(listed < 0 ? listErrno : 0)",
+                        "get \(got) \(getErrno)", "set \(set) \(set < 0 ? setErrno : 0)"]
+            }
+            #expect(symlinkAttributes(top) == symlinkAttributes(plain.path))
         }
     }
 

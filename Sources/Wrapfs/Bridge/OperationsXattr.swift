@@ -50,7 +50,12 @@ extension Layer {
 
     func listxattr(_ req: fuse_req_t, _ ino: fuse_ino_t, _ size: Int) {
         serve(req) {
-            if inodes.inode(ino).isSymlink { fuse_reply_xattr(req, 0); return }
+            if inodes.inode(ino).isSymlink {
+                // An empty list: its size when asked for the size, else no bytes (an xattr-size
+                // reply to a sized request would reach the caller as a malformed list: EIO).
+                if size == 0 { fuse_reply_xattr(req, 0) } else { fuse_reply_buf(req, nil, 0) }
+                return
+            }
             let path = try xattrPath(ino, symlinkError: .ENODATA)
             if size == 0 {
                 fuse_reply_xattr(req, try sys { wrapfs_listxattr(path, nil, 0) })
