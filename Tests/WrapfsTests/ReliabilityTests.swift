@@ -226,7 +226,7 @@ struct ReliabilityTests {
         }
     }
 
-    /// An identity layer over a tmpfs of `megabytes`: write-behind needs a local lower with room.
+    /// A layer of `codec` over a tmpfs of `megabytes`: write-behind needs a local lower with room.
     private func withLayerOnTmpfs(_ codec: String = "identity", megabytes: Int, extra: [String] = [],
                                   _ body: (_ dir: String, _ scratch: Scratch, _ layer: LayerSetup, _ mounted: Mounted) throws -> Void) throws {
         try withSizedTmpfs(megabytes: megabytes) { dir, s in

@@ -425,8 +425,7 @@ final class PageEngine {
             if room > 0 { UnsafeMutableRawBufferPointer(rebasing: buffer[0..<room]).copyMemory(from: h) }
             let slots = UnsafeMutableRawBufferPointer(rebasing: buffer[room...])
             var encoded = [Int](repeating: 0, count: pages)
-            let size = chunkPages
-            let handoff = appending ? WriteHandoff(chunks: (pages + size - 1) / size) : nil
+            let handoff = appending ? WriteHandoff() : nil
             do {
                 try encoded.withUnsafeMutableBufferPointer { lengths in
                     try forEachChunk(of: pages) { chunk in
@@ -435,9 +434,9 @@ final class PageEngine {
                             let slot = UnsafeMutableRawBufferPointer(rebasing: slots[k * Int(slotSize)..<(k + 1) * Int(slotSize)])
                             lengths[k] = try encodePage(page, into: slot, index: first + Int64(k), header: h)
                         }
-                        handoff?.encoded(chunk.lowerBound / size) { c in
+                        handoff?.encoded(chunk) { ready in
                             try writeSlots(file, buffer, room: room, first: first, encoded: UnsafeBufferPointer(lengths),
-                                           pages: c * size..<min(pages, (c + 1) * size), lastOfFile: lastOfFile)
+                                           pages: ready, lastOfFile: lastOfFile)
                         }
                     }
                 }
