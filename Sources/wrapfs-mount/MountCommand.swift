@@ -35,6 +35,8 @@ struct MountCommand: ParsableCommand {
     @Option(help: "Worker threads (default: libfuse's).") var threads: Int?
     @Flag(help: "Serve requests on one thread.") var singleThreaded = false
     @Flag(help: "Bypass the page cache (no mmap).") var directIo = false
+    @Flag(help: "Pass the writes of write-only opens through the page cache (by default they bypass it: a write-only descriptor cannot be mapped, and one copy of the data is saved).")
+    var cacheWriteOnlyOpens = false
     @Flag(help: "Keep cached pages across opens.") var keepCache = false
     @Option(help: ArgumentHelp("When cached pages are dropped: open (at every open and change, as NFS) or explicit (only by refresh or a write through this layer; for files shared across machines).", discussion: "Default: explicit for the identity shim, open for every other codec.", valueName: "open|explicit"))
     var coherence: String?
@@ -131,6 +133,7 @@ struct MountCommand: ParsableCommand {
         options.singleThreaded = singleThreaded
         options.directIO = directIo
         options.keepCache = keepCache
+        options.directWriteOnlyOpens = !cacheWriteOnlyOpens
         // The identity shim serves applications that keep shared files coherent themselves.
         options.coherence = coherence.flatMap(Coherence.init(rawValue:)) ?? (codec.name == "identity" ? .explicit : .open)
         options.extendedAttributes = !noXattr

@@ -228,7 +228,13 @@ struct OperationsTests {
                 }
                 try writeFile(top + "/f", pattern(1 << 20))
                 let before = try getxattrs()
-                try sh("dd if=/dev/zero of='\(top)/f' bs=4k count=200 conv=notrunc status=none")
+                // Read-write: a write-only open bypasses the page cache, and direct writes are
+                // never asked about (the WRITE itself carries FUSE_WRITE_KILL_SUIDGID).
+                let fd = open(top + "/f", O_RDWR)
+                #expect(fd >= 0)
+                let zeros = [UInt8](repeating: 0, count: 4096)
+                for i in 0..<200 { #expect(pwrite(fd, zeros, zeros.count, off_t(i * 4096)) == zeros.count) }
+                close(fd)
                 let asked = try getxattrs() - before
                 if daemonClears {
                     #expect(asked <= 2, "200 writes asked \(asked) times")
@@ -385,6 +391,56 @@ struct OperationsTests {
             let raw = try readFile(lower + "/" + name)
             #expect(raw.count == length)
             if codec == "identity" { #expect(raw == expected) } else { #expect(raw[4000] != 0x42 && raw[4000] != raw[3999]) }
+        }
+    }
+
+    /// mincore tells whether the pages a write-only open wrote stayed in the page cache: the
+    /// reader's descriptor was opened before the write, so no open drops them in between.
+    @Test("write-only opens bypass the page cache and stay coherent with cached readers and shared mappings; --cache-write-only-opens keeps their pages cached",
+          arguments: ["identity", "gzip", "aes-gcm"])
+    func writeOnlyOpensBypassCache(codec: String) throws {
+        for cached in [false, true] {
+            try withLayers([codec], extra: cached ? ["--cache-write-only-opens"] : []) { top, _, _ in
+                let path = top + "/w"
+                let n = 1 << 20
+                let w = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+                let r = open(path, O_RDONLY)
+                #expect(w >= 0 && r >= 0)
+                defer { close(w); close(r) }
+                var expected = pattern(n)
+                #expect(pwrite(w, expected, n, 0) == n)
+                let m = mmap(nil, n, PROT_READ, MAP_SHARED, r, 0)!
+                #expect(m != MAP_FAILED)
+                defer { munmap(m, n) }
+                var vector = [UInt8](repeating: 0, count: n / 4096)
+                #expect(mincore(m, n, &vector) == 0)
+                let resident = vector.filter { $0 & 1 != 0 }.count
+                #expect(resident == (cached ? n / 4096 : 0), "pages of the written range left in the page cache")
+
+                // The mapping (faulted in here) and a cached pread see a later write-only write.
+                #expect([UInt8](UnsafeRawBufferPointer(start: m, count: n)) == expected)
+                let update = [UInt8](repeating: 0x5A, count: 5000)
+                #expect(pwrite(w, update, update.count, 3000) == update.count)
+                expected.replaceSubrange(3000..<8000, with: update)
+                #expect([UInt8](UnsafeRawBufferPointer(start: m, count: n)) == expected)
+                var back = [UInt8](repeating: 0, count: n)
+                #expect(pread(r, &back, n, 0) == n && back == expected)
+
+                // A dirty shared mapping of another open, then a write-only write into the same
+                // page: msync and the write both land.
+                let rw = open(path, O_RDWR)
+                defer { close(rw) }
+                let dirty = mmap(nil, n, PROT_READ | PROT_WRITE, MAP_SHARED, rw, 0)!
+                #expect(dirty != MAP_FAILED)
+                memset(dirty, 0x11, 10)
+                #expect(pwrite(w, [UInt8](repeating: 0x22, count: 10), 10, 100) == 10)
+                #expect(msync(dirty, n, MS_SYNC) == 0)
+                munmap(dirty, n)
+                expected.replaceSubrange(0..<10, with: [UInt8](repeating: 0x11, count: 10))
+                expected.replaceSubrange(100..<110, with: [UInt8](repeating: 0x22, count: 10))
+                let whole = try readFile(path)
+                #expect(whole == expected)
+            }
         }
     }
 

@@ -35,6 +35,10 @@ public final class Layer {
     let runsAsRoot = geteuid() == 0
     /// Set at INIT: the kernel enforces POSIX ACLs (`LayerOptions.posixACLs` granted).
     var kernelEnforcesACLs = false
+    /// Set at INIT: the kernel drops other opens' cached pages of a range before a direct write
+    /// to it (FUSE 7.39, Linux 6.6, "fuse: invalidate page cache pages before direct write"), so
+    /// write-only opens may bypass the page cache (`LayerOptions.directWriteOnlyOpens`).
+    var kernelDropsPagesOnDirectWrite = false
     /// Set at INIT: the kernel leaves the caller's umask to the layer (FUSE_CAP_DONT_MASK, asked
     /// for with ACLs: a directory with a default ACL ignores the umask, as on a local file system).
     var appliesUmask = false

@@ -10,6 +10,14 @@ public struct LayerOptions {
     public var negativeTimeout: Double = 1.0
     /// Bypass the page cache: no mmap, every read and write reaches the layer.
     public var directIO = false
+    /// Write-only opens bypass the page cache (FOPEN_DIRECT_IO) unless the writeback cache is on
+    /// or the kernel is older than 6.6 (FUSE 7.39: it would keep other opens' stale pages).
+    /// A write-only descriptor can never be mapped, so nothing is lost; the writer's data goes
+    /// from its buffer to the daemon in one copy instead of two, and no page is allocated for it
+    /// (the kernel drops the pages of the written range that other opens cached, so they stay
+    /// coherent). A guide, interleaved A/B on tmpfs: 1 GiB `dd` to aes-gcm 0.8-1.1 s against
+    /// 0.9-2.3 s, untar ~10% faster.
+    public var directWriteOnlyOpens = true
     /// Keep cached pages across opens (the kernel still drops them when size or mtime change).
     public var keepCache = false
     /// When the kernel's cached pages of a file are dropped (see `Coherence`).

@@ -89,6 +89,7 @@ extension Layer {
 
     /// Capability negotiation at mount time.
     func negotiate(_ conn: UnsafeMutablePointer<fuse_conn_info>) {
+        kernelDropsPagesOnDirectWrite = conn.pointee.proto_major > 7 || (conn.pointee.proto_major == 7 && conn.pointee.proto_minor >= 39)
         // O_TRUNC on open comes as a setattr, so truncation always runs through the page engine.
         conn.pointee.want &= ~UInt32(FUSE_CAP_ATOMIC_O_TRUNC)
         if options.writebackCache && conn.pointee.capable & UInt32(FUSE_CAP_WRITEBACK_CACHE) != 0 {

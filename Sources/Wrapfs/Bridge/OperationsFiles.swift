@@ -26,8 +26,13 @@ extension Layer {
         return (fd, readable)
     }
 
+    /// Whether an open with `flags` bypasses the page cache (see `LayerOptions.directWriteOnlyOpens`).
+    func bypassesPageCache(_ flags: Int32) -> Bool {
+        options.directIO || (options.directWriteOnlyOpens && kernelDropsPagesOnDirectWrite && !options.writebackCache && flags & O_ACCMODE == O_WRONLY)
+    }
+
     private func configure(_ fi: UnsafeMutablePointer<fuse_file_info>, for file: OpenFile) {
-        wrapfs_fi_set_direct_io(fi, options.directIO ? 1 : 0)
+        wrapfs_fi_set_direct_io(fi, bypassesPageCache(file.flags) ? 1 : 0)
         wrapfs_fi_set_keep_cache(fi, options.keepCache || options.coherence == .explicit ? 1 : 0)
         // FOPEN_NOFLUSH: close(2) sends FLUSH (a round trip) only where a store may still be running.
         wrapfs_fi_set_noflush(fi, writeBehind.mayApply(to: file.fd, flags: fi.pointee.flags) ? 0 : 1)
@@ -141,7 +146,7 @@ extension Layer {
             var acknowledged = false
             try file.inode.content.writing {
                 if let e = file.inode.takeWriteError() { throw e }  // an acknowledged write failed
-                if options.directIO && writeKillsSetID(req) {
+                if bypassesPageCache(file.flags) && writeKillsSetID(req) {
                     // Direct I/O skips the kernel's file_remove_privs (the empty SETATTR that
                     // clears set-ID bits on cached writes): the write's own flag asks for it.
                     // The WRITE reply updates no mode in the kernel, so its cached one goes.
