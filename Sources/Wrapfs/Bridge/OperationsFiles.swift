@@ -145,7 +145,7 @@ extension Layer {
             var placedElsewhere = false
             var acknowledged = false
             try file.inode.content.writing {
-                if let e = file.inode.takeWriteError() { throw e }  // an acknowledged write failed
+                if let e = file.inode.pendingWriteError() { throw e }  // an acknowledged write failed
                 if bypassesPageCache(file.flags) && writeKillsSetID(req) {
                     // Direct I/O skips the kernel's file_remove_privs (the empty SETATTR that
                     // clears set-ID bits on cached writes): the write's own flag asks for it.

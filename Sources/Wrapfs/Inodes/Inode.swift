@@ -148,9 +148,16 @@ public final class Inode {
         if let e = takeWriteError() { throw e }
     }
 
-    /// The error of a write that failed after it was acknowledged, for the file's next write,
-    /// fsync or close to report (once).
+    /// The error of a write that failed after it was acknowledged. Later writes fail with it
+    /// (`pendingWriteError`) until fsync or close reports it (`takeWriteError`): a write(2) that
+    /// the kernel splits into several requests (more than max_write, or a direct write from a
+    /// buffer that is not page-aligned) returns a short count when a later request fails, and
+    /// the kernel drops that request's error, so a write alone must not use it up.
     func deferWriteError(_ e: Errno) { deferredWriteError.store(e.rawValue, ordering: .releasing) }
+    func pendingWriteError() -> Errno? {
+        let e = deferredWriteError.load(ordering: .acquiring)
+        return e == 0 ? nil : Errno(e)
+    }
     func takeWriteError() -> Errno? {
         let e = deferredWriteError.exchange(0, ordering: .acquiringAndReleasing)
         return e == 0 ? nil : Errno(e)
