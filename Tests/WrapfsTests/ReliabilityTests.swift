@@ -256,7 +256,8 @@ struct ReliabilityTests {
     func writeBehindNearFull(codec: String) throws {
         for behind in [true, false] {
             try withLayerOnTmpfs(codec, megabytes: 100, extra: behind ? [] : ["--no-write-behind"]) { dir, _, layer, _ in
-                let fd = open(layer.point + "/fill", O_WRONLY | O_CREAT, 0o644)
+                // Read-write: an encoding codec's write-only opens are direct and not written behind.
+                let fd = open(layer.point + "/fill", O_RDWR | O_CREAT, 0o644)
                 #expect(fd >= 0)
                 var fill: [UInt8] = []
                 var early: [Int] = []  // the count after each write
@@ -301,7 +302,7 @@ struct ReliabilityTests {
             let chunk = noise(1 << 20, seed: 41)
             for i in 0..<20 {
                 let path = layer.point + "/f\(i)"
-                let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+                let fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0o644)  // (see writeBehindNearFull)
                 for _ in 0..<3 { #expect(write(fd, chunk, chunk.count) == chunk.count) }
                 var times = [timespec(tv_sec: 1_000_000_000 + i, tv_nsec: 0), timespec(tv_sec: 1_000_000_000 + i, tv_nsec: 0)]
                 #expect(futimens(fd, &times) == 0 && fchmod(fd, 0o600) == 0)
@@ -384,12 +385,18 @@ struct ReliabilityTests {
             let data = noise(1 << 20, seed: 41)
             // Page-aligned: a write-only open bypasses the page cache, and the kernel sends a direct
             // write of 1 MiB as one request only from a page-aligned buffer (see the end).
-            let aligned = UnsafeMutableRawPointer.allocate(byteCount: data.count + 4096, alignment: 4096)
+            let aligned = UnsafeMutableRawPointer.allocate(byteCount: 2 * data.count + 4096, alignment: 4096)
             defer { aligned.deallocate() }
-            data.withUnsafeBytes { aligned.copyMemory(from: $0.baseAddress!, byteCount: data.count) }
+            data.withUnsafeBytes {
+                aligned.copyMemory(from: $0.baseAddress!, byteCount: data.count)
+                (aligned + data.count).copyMemory(from: $0.baseAddress!, byteCount: data.count)
+            }
+            // identity writes behind through a write-only (direct) open too; an encoding codec
+            // only through a cached one (see Layer.writesBehind).
+            let writable = codec == "identity" ? O_WRONLY : O_RDWR
             // Every lower pwrite of the daemon starts 0.5 s late: a close that did not wait comes first.
             var tracer = try attachStrace(to: m.daemon.pid, calls: "pwrite64", inject: "delay_enter=500000", log: s.path + "/delay.log")
-            let fd = open(layer.point + "/f", O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+            let fd = open(layer.point + "/f", writable | O_CREAT | O_TRUNC, 0o644)
             #expect(fd >= 0)
             #expect(write(fd, aligned, data.count) == data.count)
             #expect(close(fd) == 0)
@@ -409,7 +416,7 @@ struct ReliabilityTests {
 
             // A store that fails after its acknowledgement fails the close, and only that once.
             tracer = try attachStrace(to: m.daemon.pid, calls: "pwrite64", inject: "error=EIO", log: s.path + "/eio.log")
-            let g = open(layer.point + "/g", O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+            let g = open(layer.point + "/g", writable | O_CREAT | O_TRUNC, 0o644)
             let written = write(g, aligned, data.count)
             errno = 0
             let closed = close(g), closeErrno = errno
@@ -421,12 +428,13 @@ struct ReliabilityTests {
             #expect(again >= 0 && fsync(again) == 0, "the error is reported once")
             close(again)
 
-            // 100 bytes into a page, 1 MiB goes as two requests: 1 MiB - 100 bytes (acknowledged,
-            // its store fails), then 100 bytes, which meets that error. The kernel returns the
-            // short count and drops the second request's error, so close must still report it.
+            // One write(2) as two requests: direct from 100 bytes into a page (identity), 1 MiB
+            // goes as 1 MiB - 100 bytes and 100; cached, 2 MiB goes as two of max_write. The first
+            // is acknowledged and its store fails; the second meets that error, the kernel returns
+            // the short count and drops the second request's error, so close must still report it.
             tracer = try attachStrace(to: m.daemon.pid, calls: "pwrite64", inject: "error=EIO", log: s.path + "/eio-split.log")
-            let h = open(layer.point + "/h", O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-            let splitWritten = write(h, aligned + 100, data.count)
+            let h = open(layer.point + "/h", writable | O_CREAT | O_TRUNC, 0o644)
+            let splitWritten = codec == "identity" ? write(h, aligned + 100, data.count) : write(h, aligned, 2 * data.count)
             errno = 0
             let closedSplit = close(h), closeSplitErrno = errno
             tracer.stop()
@@ -438,6 +446,18 @@ struct ReliabilityTests {
             let before = try requests("flush", layer.point)
             for _ in 0..<20 { #expect(try readWhole(layer.point + "/f") == data) }
             #expect(try requests("flush", layer.point) == before, "read-only closes sent FLUSH")
+            if codec != "identity" {
+                // An encoding codec's write-only open is direct and never written behind (nothing
+                // to overlap): no early acknowledgement, and no FLUSH at its close.
+                let flushes = try requests("flush", layer.point), early = try acknowledgedEarly(layer.point)
+                let w = open(layer.point + "/w", O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+                #expect(write(w, aligned, data.count) == data.count)
+                #expect(close(w) == 0)
+                let flushesAfter = try requests("flush", layer.point), earlyAfter = try acknowledgedEarly(layer.point)
+                #expect(flushesAfter == flushes && earlyAfter == early,
+                        "write-only open: FLUSH \(flushes) -> \(flushesAfter), acknowledged early \(early) -> \(earlyAfter)")
+                #expect(try readWhole(layer.point + "/w") == data)
+            }
         }
         // The writeback cache ignores FOPEN_NOFLUSH and there is no write-behind to wait for: the
         // first FLUSH gets ENOSYS and the kernel sends no more.

@@ -11,8 +11,9 @@ import Synchronization
 /// It keeps ext4's semantics for a full disk: a write is acknowledged early only while the lower
 /// file system has `margin` bytes free beyond everything acknowledged and not yet stored, so
 /// ENOSPC still comes at write(2). A failure after the acknowledgement (an I/O error, or a disk
-/// another program filled within the margin) is reported by the file's next write, fsync or
-/// close. close(2) waits for the stores (see `mayApply`).
+/// another program filled within the margin) fails every later write to the file until fsync or
+/// close reports it (`Inode.pendingWriteError`). close(2) waits for the stores (see `mayApply`).
+/// An encoding codec's direct opens never write behind (`Layer.writesBehind`).
 final class WriteBehind: @unchecked Sendable {
     /// Smallest write acknowledged early (streaming writes; small ones keep their full round trip).
     static let smallest = 64 << 10
