@@ -51,7 +51,7 @@ struct MountCommand: ParsableCommand {
     @Flag(help: "Do not offer readdirplus to the kernel.") var noReaddirplus = false
     @Option(help: ArgumentHelp("Most descriptors the daemon may hold (default: as many as the system allows). Near the limit (a reserve of a quarter, at most 2,048, is kept for open files) the kernel is asked to forget files nothing uses.", valueName: "N"))
     var maxDescriptors: Int?
-    @Flag(help: "Store every write before acknowledging it (by default a write of 64 KiB or more is acknowledged first while the lower file system has 64 MiB more free, so the writer's next copy overlaps the store; a later failure is reported by the next write or fsync).")
+    @Flag(help: "Store every write before acknowledging it (by default a write of 64 KiB or more is acknowledged first while the lower file system has 64 MiB more free, so the writer's next copy overlaps the store; a store that fails later fails every write to the file until fsync or close reports it).")
     var noWriteBehind = false
     @Flag(help: "identity: splice written data from /dev/fuse to the lower file (big writes faster, small requests slower; where fs.pipe-max-size caps pipes, write requests shrink to fit one).")
     var splice = false

@@ -392,7 +392,7 @@ struct ReliabilityTests {
                 (aligned + data.count).copyMemory(from: $0.baseAddress!, byteCount: data.count)
             }
             // identity writes behind through a write-only (direct) open too; an encoding codec
-            // only through a cached one (see Layer.writesBehind).
+            // only through a cached one (see OpenFile.writesBehind).
             let writable = codec == "identity" ? O_WRONLY : O_RDWR
             // Every lower pwrite of the daemon starts 0.5 s late: a close that did not wait comes first.
             var tracer = try attachStrace(to: m.daemon.pid, calls: "pwrite64", inject: "delay_enter=500000", log: s.path + "/delay.log")

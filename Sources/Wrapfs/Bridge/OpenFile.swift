@@ -33,6 +33,9 @@ final class OpenFile: FileHandleObject {
     /// The upper open flags and who opened the file, for `status`.
     let flags: Int32
     let opener: Opener
+    /// Writes through this open may be acknowledged before they are stored: decided once, at
+    /// open, with FOPEN_NOFLUSH (only such opens get the FLUSH at close that waits for them).
+    var writesBehind = false
 
     init(fd: FileDescriptor, inode: Inode, flags: Int32, readable: Bool, opener: Opener) {
         self.fd = fd

@@ -31,20 +31,18 @@ extension Layer {
         options.directIO || (options.directWriteOnlyOpens && kernelDropsPagesOnDirectWrite && !options.writebackCache && flags & O_ACCMODE == O_WRONLY)
     }
 
-    /// Whether write-behind may serve writes through an open with `flags`. Not a direct open of a
-    /// codec that encodes: with no page-cache copy for the store to overlap and the encoding
-    /// already on both cores, acknowledging early gained nothing (1 GiB aes-gcm `dd`, ad hoc:
-    /// 0.72-0.98 s with it, 0.74-0.79 s without), while each close of such an open waited
-    /// through a FLUSH round trip (every file an untar writes).
-    func writesBehind(_ flags: Int32) -> Bool {
-        engine.codec.passesBytesThrough || !bypassesPageCache(flags)
-    }
-
+    /// Sets `file`'s caching mode in `fi`, and whether its writes may be written behind.
+    /// Not a direct open of a codec that encodes: with no page-cache copy for the store to overlap
+    /// and the encoding already on both cores, acknowledging early gained nothing (1 GiB aes-gcm
+    /// `dd`, ad hoc: 0.72-0.98 s with it, 0.74-0.79 s without), while each close of such an open
+    /// waited through a FLUSH round trip (every file an untar writes).
     private func configure(_ fi: UnsafeMutablePointer<fuse_file_info>, for file: OpenFile) {
-        wrapfs_fi_set_direct_io(fi, bypassesPageCache(file.flags) ? 1 : 0)
+        let direct = bypassesPageCache(file.flags)
+        wrapfs_fi_set_direct_io(fi, direct ? 1 : 0)
         wrapfs_fi_set_keep_cache(fi, options.keepCache || options.coherence == .explicit ? 1 : 0)
+        file.writesBehind = (engine.codec.passesBytesThrough || !direct) && writeBehind.mayApply(to: file.fd, flags: file.flags)
         // FOPEN_NOFLUSH: close(2) sends FLUSH (a round trip) only where a store may still be running.
-        wrapfs_fi_set_noflush(fi, writesBehind(file.flags) && writeBehind.mayApply(to: file.fd, flags: fi.pointee.flags) ? 0 : 1)
+        wrapfs_fi_set_noflush(fi, file.writesBehind ? 0 : 1)
     }
 
     func create(_ req: fuse_req_t, _ parent: fuse_ino_t, _ name: UnsafePointer<CChar>, _ mode: mode_t,
@@ -172,7 +170,7 @@ extension Layer {
                 }
                 // A codec that changes no byte stores any range without reading the pages around it.
                 if !file.readable && !engine.codec.passesBytesThrough { try requireWholePages(file, offset: offset, count: size) }
-                if writesBehind(file.flags) && writeBehind.reserve(size, writingTo: file.fd, flags: fi.pointee.flags) {
+                if file.writesBehind && writeBehind.reserve(size, writingTo: file.fd, flags: fi.pointee.flags) {
                     // The writer goes on while this thread stores the data, still holding the lock.
                     file.inode.markWrittenBehind()
                     acknowledged = true

@@ -13,7 +13,7 @@ import Synchronization
 /// ENOSPC still comes at write(2). A failure after the acknowledgement (an I/O error, or a disk
 /// another program filled within the margin) fails every later write to the file until fsync or
 /// close reports it (`Inode.pendingWriteError`). close(2) waits for the stores (see `mayApply`).
-/// An encoding codec's direct opens never write behind (`Layer.writesBehind`).
+/// An encoding codec's direct opens never write behind (`OpenFile.writesBehind`, set in `Layer.configure`).
 final class WriteBehind: @unchecked Sendable {
     /// Smallest write acknowledged early (streaming writes; small ones keep their full round trip).
     static let smallest = 64 << 10
