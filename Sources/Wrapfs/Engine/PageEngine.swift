@@ -60,31 +60,49 @@ final class PageEngine {
     }
 
     /// The logical size of a lower file of `lowerSize` bytes.
+    ///
+    /// A last slot that cannot give its length (torn by a daemon killed in the middle of its
+    /// pwrite, or damaged) still gives the file a size: the slot's bytes, at most a page. The
+    /// file stays listable, removable and truncatable through the mount; that page reads as EIO
+    /// and fsck names it. Failing the size would make the whole file unreachable instead.
     func logicalSize(_ file: LowerFile, lowerSize: Int64) throws -> Int64 {
         if preserves { return lowerSize }
         if lowerSize <= headerSize { return 0 }
         let slots = (lowerSize - headerSize + slotSize - 1) / slotSize
         let lastStart = slotStart(slots - 1)
         let lastLength = Int(lowerSize - lastStart)
-        let plain: Int
+        var plain: Int
+        var failure: String?
         if let overhead = codec.fixedOverhead {
             plain = lastLength - overhead
         } else if let known = file.inode.lastRecord, known.lowerSize == lowerSize {
-            plain = known.plain
+            return (slots - 1) * pageSize + Int64(known.plain)
         } else {
             let header = try self.header(file, lowerSize: lowerSize, create: false)
             plain = try pool.with(lastLength) { slot in
                 guard try file.fd.read(into: slot, at: lastStart) == lastLength else { throw Errno.EIO }
-                return try header.withUnsafeBytes { h in
-                    try codec.plainLength(ofLastSlot: UnsafeRawBufferPointer(slot), context: PageContext(index: UInt64(slots - 1), header: h))
+                return header.withUnsafeBytes { h in
+                    do {
+                        return try codec.plainLength(ofLastSlot: UnsafeRawBufferPointer(slot), context: PageContext(index: UInt64(slots - 1), header: h))
+                    } catch {
+                        failure = "\(error)"
+                        return 0
+                    }
                 }
             }
         }
-        guard plain > 0, plain <= pageSize else {
-            reportCorrupt(file, page: slots - 1, reason: "last slot holds \(lastLength) bytes, not a valid page")
-            throw Errno.EIO
+        if plain <= 0 || plain > pageSize {
+            let stand = Int(min(pageSize, Int64(max(lastLength, 1))))
+            // Said once per lower size: getattr asks again and again.
+            if let known = file.inode.lastRecord, known.lowerSize == lowerSize, known.plain == stand {
+                return (slots - 1) * pageSize + Int64(stand)
+            }
+            reportCorrupt(file, page: slots - 1, reason: "last slot of \(lastLength) bytes gives no page length (\(failure ?? "\(plain) bytes")); sized as \(stand) bytes, which read as EIO")
+            plain = stand
+            file.inode.lastRecord = (lowerSize, plain)
+        } else if codec.fixedOverhead == nil {
+            file.inode.lastRecord = (lowerSize, plain)
         }
-        if codec.fixedOverhead == nil { file.inode.lastRecord = (lowerSize, plain) }
         return (slots - 1) * pageSize + Int64(plain)
     }
 
