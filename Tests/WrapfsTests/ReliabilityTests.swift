@@ -9,7 +9,7 @@ struct ReliabilityTests {
     /// Seconds each fio run lasts (scripts/stress sets minutes).
     static let loadSeconds = max(1, Int(ProcessInfo.processInfo.environment["WRAPFS_LOAD_SECONDS"] ?? "") ?? 2)
 
-    @Test("SIGKILL in the middle of heavy writes: fsynced data intact, every page decodes, the dead mount unmounts",
+    @Test("SIGKILL in the middle of heavy writes: fsynced data intact, every page decodes or is a hole (a slot the kill tore reads EIO and fsck names it), the dead mount unmounts",
           .timeLimit(.minutes(3)), arguments: reliabilityCodecs)
     func killedMidWrite(codec: String) throws {
         let s = try Scratch("crash")
