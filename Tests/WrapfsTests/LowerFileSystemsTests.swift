@@ -81,16 +81,20 @@ struct LowerFileSystemsTests {
     func hardLinksOverBindfs(codecs: [String]) throws {
         try withLowerFileSystem("bindfs") { base, _ in
             try withLayers(codecs, lowerIn: base) { top, _, _ in
-                try writeFile(top + "/a", [1, 2, 3])
+                // Made by mknod, not open: a file just closed may still be open in bindfs (the
+                // kernel sends RELEASE after close returns, to the layer and from it to bindfs), and
+                // bindfs, like any high-level libfuse file system, renames an open file it is asked
+                // to unlink to .fuse_hidden*, which keeps the link count up until that release.
+                #expect(mknod(top + "/a", S_IFREG | 0o644, 0) == 0)
                 #expect(link(top + "/a", top + "/b") == 0)
                 #expect(link(top + "/b", top + "/c") == 0)
                 #expect(unlink(top + "/a") == 0)
                 #expect(unlink(top + "/c") == 0)
                 // At once, while the kernel still holds the entry of b (its attributes are stale).
                 #expect(try statOf(top + "/b").st_nlink == 1)
-                #expect(try readFile(top + "/b") == [1, 2, 3])
+                #expect(try readFile(top + "/b") == [])
                 #expect(chmod(top + "/b", 0o600) == 0)
-                try appendFile(top + "/b", [4])
+                try appendFile(top + "/b", [1, 2, 3, 4])
                 #expect(try readFile(top + "/b") == [1, 2, 3, 4])
                 #expect(try statOf(top + "/b").st_mode & 0o777 == 0o600)
             }
