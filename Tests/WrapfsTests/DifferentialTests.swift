@@ -4,7 +4,12 @@ import Testing
 
 @Suite("Differential checker", .serialized, .enabled(if: Fuse.required, "needs /dev/fuse"))
 struct DifferentialTests {
-    static let seeds: [UInt64] = [1, 2, 3, 4]
+    /// The checker's seeds: 1-4, or those WRAPFS_SEEDS lists ("301,302,303") to try other
+    /// random sequences without editing the suite.
+    static let seeds: [UInt64] = {
+        let listed = (ProcessInfo.processInfo.environment["WRAPFS_SEEDS"] ?? "").split(separator: ",").compactMap { UInt64($0.trimmingCharacters(in: .whitespaces)) }
+        return listed.isEmpty ? [1, 2, 3, 4] : listed
+    }()
     static let operationsPerSeed = 5_000
 
     static func check(_ codecs: [String], seed: UInt64, operations: Int = operationsPerSeed, extra: [String] = []) throws {
