@@ -15,6 +15,11 @@ struct PassphraseOptions: ParsableArguments {
 
     /// The master key of the volume in `lower`, unwrapped with the passphrase asked for here.
     func unlock(_ wrapped: WrappedMasterKey, of lower: String, prompt: String = "Passphrase: ") throws -> SecretBytes {
+        // A key section of another version is damaged or newer than this tool: said before any
+        // passphrase is asked for, with the exit code of a damaged key section.
+        guard wrapped.version == 1 else {
+            throw Failure("cannot unlock \(lower): the volume file's key section has version \(wrapped.version), which this wrapfs-mount does not know (damaged, or made by a newer Wrapfs)", Exit.wrongPassphrase)
+        }
         do {
             return try wrapped.unwrap(passphrase: try read(prompt: prompt))
         } catch let e as WrongPassphrase {
