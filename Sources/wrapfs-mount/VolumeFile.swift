@@ -20,11 +20,17 @@ struct VolumeFile: Codable {
     static func load(from lower: String) throws -> VolumeFile? {
         let p = path(in: lower)
         guard FileManager.default.fileExists(atPath: p) else { return nil }
+        let volume: VolumeFile
         do {
-            return try JSONDecoder().decode(VolumeFile.self, from: Data(contentsOf: URL(fileURLWithPath: p)))
+            volume = try JSONDecoder().decode(VolumeFile.self, from: Data(contentsOf: URL(fileURLWithPath: p)))
         } catch {
             throw Failure("volume file \(p) is unreadable or damaged: \(error)", Exit.badOption)
         }
+        // Another version's fields may mean something else: refused, not guessed at.
+        guard volume.version == 1 else {
+            throw Failure("volume file \(p) has version \(volume.version), which this wrapfs-mount does not know (damaged, or made by a newer Wrapfs)", Exit.badOption)
+        }
+        return volume
     }
 
     func save(in lower: String) throws {

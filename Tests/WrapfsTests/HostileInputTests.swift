@@ -135,6 +135,12 @@ struct HostileInputTests {
         try writeFile(lower + "/.wrapfs.json", [UInt8](try JSONSerialization.data(withJSONObject: parsed)))
         let newer = try run(Build.mountTool, ["fsck", lower, "--passfile", volume.passfile], timeout: 60)
         #expect(newer.status == 71 && newer.output.contains("key section has version 2"), "exit \(newer.status): \(newer.output)")
+        // A volume file of another version: exit 64, said as such (was read as version 1).
+        parsed = try #require(try JSONSerialization.jsonObject(with: Data(good)) as? [String: Any])
+        parsed["version"] = 3
+        try writeFile(lower + "/.wrapfs.json", [UInt8](try JSONSerialization.data(withJSONObject: parsed)))
+        let newerFile = try run(Build.mountTool, ["fsck", lower, "--passfile", volume.passfile], timeout: 60)
+        #expect(newerFile.status == 64 && newerFile.output.contains("has version 3"), "exit \(newerFile.status): \(newerFile.output)")
         var rng = SeededRandom(state: 7)
         let rounds = max(150, fuzzRounds / 20)
         var seen: [Int32: Int] = [:]
