@@ -92,7 +92,7 @@ final class PageEngine {
             }
         }
         if plain <= 0 || plain > pageSize {
-            let stand = Int(min(pageSize, Int64(max(lastLength, 1))))
+            let stand = Int(min(pageSize, Int64(lastLength)))  // lastLength >= 1: lowerSize > headerSize
             // Said once per lower size: getattr asks again and again.
             if let known = file.inode.lastRecord, known.lowerSize == lowerSize, known.plain == stand {
                 return (slots - 1) * pageSize + Int64(stand)

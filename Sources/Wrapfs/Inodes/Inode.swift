@@ -91,8 +91,9 @@ public final class Inode {
     var isSymlink: Bool { fileType == S_IFLNK }
 
     /// The plain length of the last record when the lower file had `lowerSize` bytes: saves
-    /// reading it for every getattr of a size-changing codec's file. The page engine clears it
-    /// before it writes (under the content lock, which readers of the size hold too).
+    /// reading it for every getattr of a size-changing codec's file (and, for a last slot that
+    /// gives no length, logging that again; see `PageEngine.logicalSize`). The page engine clears
+    /// it before it writes (under the content lock, which readers of the size hold too).
     var lastRecord: (lowerSize: Int64, plain: Int)? {
         get { headerLock.locked { cachedLastRecord } }
         set { headerLock.locked { cachedLastRecord = newValue } }

@@ -37,6 +37,8 @@ struct LayerSetup {
     /// `wrapfs-mount fsck` on the lower directory (gzip and aes-gcm pages carry a check).
     func fsck() throws -> CommandResult { try run(Build.mountTool, ["fsck", lower] + passphrase) }
     var pagesCarryCheck: Bool { codec.contains("gzip") || codec.contains("aes-gcm") }
+    /// Plain bytes per page with the built-in codecs' defaults (a gzip chain takes gzip's).
+    var pageSize: Int { codec.contains("gzip") ? 65536 : 4096 }
 }
 
 /// Bytes from a seeded generator (the same seed, the same bytes).
