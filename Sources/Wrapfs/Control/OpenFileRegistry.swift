@@ -36,6 +36,8 @@ final class OpenFileRegistry {
     func remove(_ file: OpenFile) { _ = lock.locked { files.removeValue(forKey: ObjectIdentifier(file)) } }
     var count: Int { lock.locked { files.count } }
     var all: [OpenFile] { lock.locked { Array(files.values) } }
+    /// An open of `inode` whose lower descriptor can be read.
+    func readable(of inode: Inode) -> OpenFile? { lock.locked { files.values.first { $0.inode === inode && $0.readable } } }
 
     /// The command of `pid`; the last process's is remembered (tar opens thousands of files).
     func command(of pid: pid_t) -> String {

@@ -673,8 +673,17 @@ final class PageEngine {
         if end == size && size % pageSize != 0 && preserves { holeTo += 1 }  // a partial last page can be a hole too
         if !preserves && holeTo > (size - 1) / pageSize { holeTo = (size - 1) / pageSize }  // the last page keeps its record
         if offset < end && holeFrom < holeTo {
-            try file.fd.allocate(mode: lowerMode, offset: slotStart(holeFrom),
-                                 length: min(slotStart(holeTo), max(lowerSize, slotStart(holeFrom) + 1)) - slotStart(holeFrom))
+            let start = slotStart(holeFrom)
+            let length = min(slotStart(holeTo), max(lowerSize, start + 1)) - start
+            try file.fd.allocate(mode: lowerMode, offset: start, length: length)
+            if lowerMode & FALLOC_FL_PUNCH_HOLE == 0 {
+                // ZERO_RANGE: GlusterFS's FUSE client accepts it and only allocates (the bytes stay).
+                // A punched hole reads as zeros everywhere; allocating again keeps the space ZERO_RANGE
+                // reserves.
+                if (try? file.fd.allocate(mode: FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset: start, length: length)) != nil {
+                    try? file.fd.allocate(mode: FALLOC_FL_KEEP_SIZE, offset: start, length: length)
+                }
+            }
         } else {
             // No whole page to hand down: ask the lower file system past its end whether it can.
             let probe = lowerSize.roundedUp(to: slotSize) + slotSize
