@@ -1,6 +1,7 @@
 // Layers over tmpfs, ext4 and another FUSE file system (bindfs), and a layer stacked on a layer.
 import Foundation
 import Glibc
+import CFuse
 import Testing
 
 /// Mounts a lower file system of `kind` in a scratch directory for `body`, and always unmounts it.
@@ -35,7 +36,7 @@ func withLowerFileSystem(_ kind: String, _ body: (String, String) throws -> Void
 @Suite("Lower file systems", .serialized, .enabled(if: Fuse.required, "needs /dev/fuse"))
 struct LowerFileSystemsTests {
     @Test("the differential checker over tmpfs, ext4 and bindfs", .timeLimit(.minutes(5)),
-          arguments: ["tmpfs", "ext4", "bindfs"], [["identity"], ["rot"]])
+          arguments: ["tmpfs", "ext4", "bindfs"], [["identity"], ["rot"], ["gzip"], ["aes-gcm"]])
     func checker(kind: String, codecs: [String]) throws {
         try withLowerFileSystem(kind) { base, referenceHome in
             try withLayers(codecs, lowerIn: base) { top, _, _ in
@@ -97,6 +98,60 @@ struct LowerFileSystemsTests {
                 try appendFile(top + "/b", [1, 2, 3, 4])
                 #expect(try readFile(top + "/b") == [1, 2, 3, 4])
                 #expect(try statOf(top + "/b").st_mode & 0o777 == 0o600)
+            }
+        }
+    }
+
+    /// bindfs makes each name of a hard-linked file a kernel inode of its own, with its own page
+    /// cache: lower opens by two names do not see each other's writes, and a read-modify-write
+    /// by one name lost what the other wrote. The layer opens by one name while it lives.
+    @Test("over bindfs, writes through two names of a hard-linked file all land (aes-gcm, gzip: read-modify-write)",
+          .timeLimit(.minutes(2)), arguments: [["aes-gcm"], ["gzip"]])
+    func writesThroughTwoNamesOverBindfs(codecs: [String]) throws {
+        try withLowerFileSystem("bindfs") { base, _ in
+            try withLayers(codecs, lowerIn: base) { top, _, _ in
+                try Data(repeating: 0x41, count: 8192).write(to: URL(fileURLWithPath: top + "/f"))
+                // O_DIRECT: every write reaches the layer as it is, which reads the page it changes.
+                // One open before the second name exists, one after.
+                let byF = open(top + "/f", O_RDWR | wrapfs_O_DIRECT)
+                #expect(link(top + "/f", top + "/g") == 0)
+                let byG = open(top + "/g", O_RDWR | wrapfs_O_DIRECT)
+                #expect(byF >= 0 && byG >= 0)
+                defer { close(byF); close(byG) }
+                let page = UnsafeMutableRawPointer.allocate(byteCount: 4096, alignment: 4096)
+                defer { page.deallocate() }
+                for (fd, byte) in [(byG, UInt8(0x42)), (byF, 0x43), (byG, 0x44), (byF, 0x45)] {
+                    #expect(pread(fd, page, 4096, 0) == 4096)
+                    page.storeBytes(of: byte, toByteOffset: Int(byte - 0x41) * 100, as: UInt8.self)
+                    #expect(pwrite(fd, page, 4096, 0) == 4096, "errno \(errno)")
+                }
+                var expected = [UInt8](repeating: 0x41, count: 4096)
+                for byte in [UInt8(0x42), 0x43, 0x44, 0x45] { expected[Int(byte - 0x41) * 100] = byte }
+                for fd in [byF, byG] {
+                    #expect(pread(fd, page, 4096, 0) == 4096)
+                    #expect(Array(UnsafeRawBufferPointer(start: page, count: 4096)) == expected)
+                }
+            }
+        }
+    }
+
+    /// With the name the layer's descriptor of a symlink came by replaced, the kernel still
+    /// follows the symlink by its other name (it asks the layer for the target).
+    @Test("over bindfs, a hard-linked symlink whose first name was replaced is still followed by the other",
+          .timeLimit(.minutes(2)))
+    func symlinkByItsOtherNameOverBindfs() throws {
+        try withLowerFileSystem("bindfs") { base, _ in
+            try withLayers(["identity"], lowerIn: base) { top, _, _ in
+                #expect(mknod(top + "/t", S_IFREG | 0o644, 0) == 0)
+                #expect(symlink("t", top + "/s") == 0)
+                #expect(linkat(AT_FDCWD, top + "/s", AT_FDCWD, top + "/s2", 0) == 0)  // a second name of the symlink itself
+                let st = try statOf(top + "/s2")
+                #expect(st.st_mode & S_IFMT == S_IFLNK && st.st_nlink == 2)
+                #expect(mknod(top + "/o", S_IFREG | 0o644, 0) == 0)
+                #expect(rename(top + "/o", top + "/s") == 0)
+                var target = [CChar](repeating: 0, count: 64)
+                #expect(readlink(top + "/s2", &target, 63) == 1, "errno \(errno)")
+                #expect(access(top + "/s2", F_OK) == 0, "errno \(errno)")
             }
         }
     }

@@ -40,7 +40,12 @@ extension Layer {
 
     func readlink(_ req: fuse_req_t, _ ino: fuse_ino_t) {
         serve(req) {
-            let lower = try inodes.inode(ino).fd.readLink()
+            let inode = inodes.inode(ino)
+            // Over a path-based lower FUSE file system the descriptor may have come by a name that
+            // now holds another file (a hard link of this symlink, since replaced): the kernel
+            // follows symlinks by this answer, so it must come from this one.
+            if inodes.verifyHits && !inode.reviveFromRetired() { throw Errno.ENOENT }
+            let lower = try inode.fd.readLink()
             let target: [UInt8]
             do { target = try codec.decodeLinkTarget(lower) } catch {
                 log.error("cannot decode symlink target of \(inodes.inode(ino).lowerPathForLogs): \(error)")

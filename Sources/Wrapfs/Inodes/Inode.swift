@@ -55,14 +55,22 @@ public final class Inode {
         for old in retired { old.close() }
     }
 
-    /// Makes `newFd`, just opened by a name the file has now, the one requests use if that
-    /// name differs from the current descriptor's; returns false (and the caller closes
-    /// `newFd`) if not. A lower file system built on libfuse's path-based API reaches a file
-    /// by the name it was opened with: once that name is unlinked, only a descriptor from
-    /// another of its names still works.
+    /// Keeps `newFd`, just opened by a name the file has now, if that name differs from the
+    /// current descriptor's: as the one requests use when the current name no longer reaches
+    /// the file, else as a spare; returns false (and the caller closes `newFd`) if not. A lower
+    /// file system built on libfuse's path-based API reaches a file by the name it was opened
+    /// with: once that name is unlinked, only a descriptor from another of its names still works.
     func adopt(_ newFd: FileDescriptor) -> Bool {
         headerLock.locked {
             guard let newPath = try? newFd.readLinkProc(), (try? fd.readLinkProc()) != newPath else { return false }
+            if (try? fd.freshStat()).map({ InodeKey($0) == key }) ?? false {
+                // The current name still reaches the file: requests stay on it. Over such a file
+                // system each name of a hard-linked file is a kernel inode of its own, with its own
+                // page cache and attributes, so opens by two names would not see each other's
+                // writes. The new descriptor waits as a spare (`reviveFromRetired`).
+                retired.append(newFd)
+                return true
+            }
             let old = currentFd.exchange(newFd.rawValue, ordering: .acquiringAndReleasing)
             // A request may still be using the old one: it closes with the inode.
             retired.append(FileDescriptor(rawValue: old))
