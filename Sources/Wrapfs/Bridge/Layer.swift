@@ -269,10 +269,12 @@ public final class Layer {
             defer { own?.close() }
             let fd = through ?? own ?? opened!.fd
             let file = LowerFile(fd: fd, inode: inode)
-            return try inode.content.reading {
-                var st = try lowerStat(fd)
-                st.st_size = off_t(try engine.logicalSize(file, lowerSize: Int64(st.st_size)))
-                return st
+            return try withExtendedLifetime(opened) {  // its descriptor closes with it
+                try inode.content.reading {
+                    var st = try lowerStat(fd)
+                    st.st_size = off_t(try engine.logicalSize(file, lowerSize: Int64(st.st_size)))
+                    return st
+                }
             }
         }
         var st = try lower ?? lowerStat(inode.fd)
