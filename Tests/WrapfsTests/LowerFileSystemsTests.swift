@@ -102,6 +102,32 @@ struct LowerFileSystemsTests {
         }
     }
 
+    /// After `link a b; unlink a` the name the layer's descriptor came by is gone in bindfs: every
+    /// call by b must still reach the file, with nothing (a stat) to revive the descriptor first.
+    @Test("over bindfs, chmod, xattrs, truncate and utimes by the name left after link and unlink",
+          .timeLimit(.minutes(2)), arguments: [["identity"], ["aes-gcm"]])
+    func callsByTheNameLeftOverBindfs(codecs: [String]) throws {
+        try withLowerFileSystem("bindfs") { base, _ in
+            try withLayers(codecs, lowerIn: base) { top, _, _ in
+                let (a, b) = (top + "/a", top + "/b")
+                #expect(mknod(a, S_IFREG | 0o644, 0) == 0)
+                #expect(link(a, b) == 0)
+                #expect(unlink(a) == 0)
+                #expect(chmod(b, 0o600) == 0, "chmod: errno \(errno)")
+                #expect(setxattr(b, "user.k", "v", 1, 0) == 0, "setxattr: errno \(errno)")
+                var value = [CChar](repeating: 0, count: 8)
+                #expect(getxattr(b, "user.k", &value, 8) == 1, "getxattr: errno \(errno)")
+                #expect(listxattr(b, &value, 8) == 7, "listxattr: errno \(errno)")
+                #expect(removexattr(b, "user.k") == 0, "removexattr: errno \(errno)")
+                #expect(truncate(b, 10) == 0, "truncate: errno \(errno)")
+                var times = [timespec(tv_sec: 1, tv_nsec: 0), timespec(tv_sec: 1, tv_nsec: 0)]
+                #expect(utimensat(AT_FDCWD, b, &times, 0) == 0, "utimensat: errno \(errno)")
+                let st = try statOf(b)
+                #expect(st.st_mode & 0o777 == 0o600 && st.st_size == 10 && st.st_mtim.tv_sec == 1)
+            }
+        }
+    }
+
     /// bindfs makes each name of a hard-linked file a kernel inode of its own, with its own page
     /// cache: lower opens by two names do not see each other's writes, and a read-modify-write
     /// by one name lost what the other wrote. The layer opens by one name while it lives.

@@ -92,60 +92,64 @@ extension Layer {
             inode.waitForStores()
             // Only regular files have OpenFile handles (a directory's handle is an OpenDirectory).
             let open = inode.isRegular ? fi.flatMap { OpenFile.from($0) } : nil
-            if toSet & FUSE_SET_ATTR_MODE != 0 {
-                if inode.isSymlink { throw Errno.EOPNOTSUPP }
-                if let open { try open.fd.chmod(attr.st_mode) } else { _ = try sys { fchmodat(AT_FDCWD, inode.fd.procPath, attr.st_mode, 0) } }
-            }
-            if toSet & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID) != 0 {
-                // The rule asks about the group the file had; a local lower's chown (by the daemon,
-                // as root) may already have dropped some of the bits, the rest go after it.
-                let before = inode.isRegular ? try lowerStat(inode.fd) : nil
-                try inode.fd.chown(uid: toSet & FUSE_SET_ATTR_UID != 0 ? attr.st_uid : uid_t.max,
-                                   gid: toSet & FUSE_SET_ATTR_GID != 0 ? attr.st_gid : gid_t.max)
-                if let before { try clearSetID(req, inode, before) }
-            }
-            if toSet & FUSE_SET_ATTR_SIZE != 0 {
-                guard inode.isRegular else { throw inode.isDirectory ? Errno.EISDIR : Errno.EINVAL }
-                try withWritable(inode, open) { file in
-                    try inode.content.writing { try engine.truncate(file, to: Int64(attr.st_size)) }
+            // Over a path-based lower FUSE file system the name the descriptor came by may be gone
+            // (`link a b; unlink a`): ENOENT from it takes another name and tries again.
+            try onLiveDescriptor(inode) {
+                if toSet & FUSE_SET_ATTR_MODE != 0 {
+                    if inode.isSymlink { throw Errno.EOPNOTSUPP }
+                    if let open { try open.fd.chmod(attr.st_mode) } else { _ = try sys { fchmodat(AT_FDCWD, inode.fd.procPath, attr.st_mode, 0) } }
                 }
-                contentChanged(inode)
-            }
-            if toSet & FUSE_SET_ATTR_KILL_SUID != 0 {
-                // FATTR_KILL_SUIDGID (FUSE_HANDLE_KILLPRIV_V2): a caller without CAP_FSETID truncated.
-                try clearSetID(req, inode, try lowerStat(inode.fd))
-            } else if toSet & ~FUSE_SET_ATTR_CTIME == 0 && inode.isRegular {
-                // Nothing to set (a ctime only with the writeback cache): the kernel passes on a
-                // loss of privileges it left to the layer,
-                // from chown(file, -1, -1) or from a write, fallocate or truncate
-                // (file_remove_privs). The latter comes for root only when the file had a
-                // capability, which the kernel has just removed: root keeps the set-ID bits there.
-                let ctx = fuse_req_ctx(req)?.pointee
-                let remover = inode.takeCapabilityRemover()
-                if !(ctx?.uid == 0 && remover != 0 && remover == ctx?.pid) {
+                if toSet & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID) != 0 {
+                    // The rule asks about the group the file had; a local lower's chown (by the daemon,
+                    // as root) may already have dropped some of the bits, the rest go after it.
+                    let before = inode.isRegular ? try lowerStat(inode.fd) : nil
+                    try inode.fd.chown(uid: toSet & FUSE_SET_ATTR_UID != 0 ? attr.st_uid : uid_t.max,
+                                       gid: toSet & FUSE_SET_ATTR_GID != 0 ? attr.st_gid : gid_t.max)
+                    if let before { try clearSetID(req, inode, before) }
+                }
+                if toSet & FUSE_SET_ATTR_SIZE != 0 {
+                    guard inode.isRegular else { throw inode.isDirectory ? Errno.EISDIR : Errno.EINVAL }
+                    try withWritable(inode, open) { file in
+                        try inode.content.writing { try engine.truncate(file, to: Int64(attr.st_size)) }
+                    }
+                    contentChanged(inode)
+                }
+                if toSet & FUSE_SET_ATTR_KILL_SUID != 0 {
+                    // FATTR_KILL_SUIDGID (FUSE_HANDLE_KILLPRIV_V2): a caller without CAP_FSETID truncated.
                     try clearSetID(req, inode, try lowerStat(inode.fd))
+                } else if toSet & ~FUSE_SET_ATTR_CTIME == 0 && inode.isRegular {
+                    // Nothing to set (a ctime only with the writeback cache): the kernel passes on a
+                    // loss of privileges it left to the layer,
+                    // from chown(file, -1, -1) or from a write, fallocate or truncate
+                    // (file_remove_privs). The latter comes for root only when the file had a
+                    // capability, which the kernel has just removed: root keeps the set-ID bits there.
+                    let ctx = fuse_req_ctx(req)?.pointee
+                    let remover = inode.takeCapabilityRemover()
+                    if !(ctx?.uid == 0 && remover != 0 && remover == ctx?.pid) {
+                        try clearSetID(req, inode, try lowerStat(inode.fd))
+                    }
                 }
-            }
-            if toSet & ~FUSE_SET_ATTR_CTIME == 0 { touchChangeTime(inode) }
-            if toSet & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME) != 0 {
-                let omit = timespec(tv_sec: 0, tv_nsec: wrapfs_utime_omit), now = timespec(tv_sec: 0, tv_nsec: wrapfs_utime_now)
-                var times = [omit, omit]
-                if toSet & FUSE_SET_ATTR_ATIME != 0 { times[0] = toSet & FUSE_SET_ATTR_ATIME_NOW != 0 ? now : attr.st_atim }
-                if toSet & FUSE_SET_ATTR_MTIME != 0 { times[1] = toSet & FUSE_SET_ATTR_MTIME_NOW != 0 ? now : attr.st_mtim }
-                if inodes.verifyHits && (times[0].tv_nsec == wrapfs_utime_omit || times[1].tv_nsec == wrapfs_utime_omit) {
-                    // Some lower FUSE file systems (bindfs 1.14) set "now" for UTIME_OMIT: pass the current time.
-                    let current = try lowerStat(inode.fd)
-                    if times[0].tv_nsec == wrapfs_utime_omit { times[0] = current.st_atim }
-                    if times[1].tv_nsec == wrapfs_utime_omit { times[1] = current.st_mtim }
-                }
-                if let open {
-                    try open.fd.setTimes(times)
-                } else if inode.isSymlink {
-                    // No descriptor-based call sets a symlink's times: use its current path.
-                    let path = try inode.fd.readLinkProc()
-                    _ = try sys { utimensat(AT_FDCWD, path, times, AT_SYMLINK_NOFOLLOW) }
-                } else {
-                    _ = try sys { utimensat(AT_FDCWD, inode.fd.procPath, times, 0) }
+                if toSet & ~FUSE_SET_ATTR_CTIME == 0 { touchChangeTime(inode) }
+                if toSet & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME) != 0 {
+                    let omit = timespec(tv_sec: 0, tv_nsec: wrapfs_utime_omit), now = timespec(tv_sec: 0, tv_nsec: wrapfs_utime_now)
+                    var times = [omit, omit]
+                    if toSet & FUSE_SET_ATTR_ATIME != 0 { times[0] = toSet & FUSE_SET_ATTR_ATIME_NOW != 0 ? now : attr.st_atim }
+                    if toSet & FUSE_SET_ATTR_MTIME != 0 { times[1] = toSet & FUSE_SET_ATTR_MTIME_NOW != 0 ? now : attr.st_mtim }
+                    if inodes.verifyHits && (times[0].tv_nsec == wrapfs_utime_omit || times[1].tv_nsec == wrapfs_utime_omit) {
+                        // Some lower FUSE file systems (bindfs 1.14) set "now" for UTIME_OMIT: pass the current time.
+                        let current = try lowerStat(inode.fd)
+                        if times[0].tv_nsec == wrapfs_utime_omit { times[0] = current.st_atim }
+                        if times[1].tv_nsec == wrapfs_utime_omit { times[1] = current.st_mtim }
+                    }
+                    if let open {
+                        try open.fd.setTimes(times)
+                    } else if inode.isSymlink {
+                        // No descriptor-based call sets a symlink's times: use its current path.
+                        let path = try inode.fd.readLinkProc()
+                        _ = try sys { utimensat(AT_FDCWD, path, times, AT_SYMLINK_NOFOLLOW) }
+                    } else {
+                        _ = try sys { utimensat(AT_FDCWD, inode.fd.procPath, times, 0) }
+                    }
                 }
             }
             reply(req, attributes: try attributes(inode, open.map { try lowerStat($0.fd) }, open: open))

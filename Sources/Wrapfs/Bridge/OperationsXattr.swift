@@ -11,13 +11,18 @@ extension Layer {
         return inode.fd.procPath
     }
 
+    /// `body` on the file's /proc path, again on another of its names when the one the descriptor
+    /// came by is gone (a path-based lower FUSE file system, see `onLiveDescriptor`).
+    private func onLivePath<R>(_ ino: fuse_ino_t, symlinkError: Errno, _ body: (String) throws -> R) throws -> R {
+        try onLiveDescriptor(inodes.inode(ino)) { try body(try xattrPath(ino, symlinkError: symlinkError)) }
+    }
+
     func setxattr(_ req: fuse_req_t, _ ino: fuse_ino_t, _ name: UnsafePointer<CChar>, _ value: UnsafePointer<CChar>?,
                   _ size: Int, _ flags: Int32) {
         if isShadowRoot(ino) { return shadowRefuse(req, "an extended attribute on the shim root") }
         serve(req) {
-            let path = try xattrPath(ino, symlinkError: .EPERM)
             defer { inodes.inode(ino).xattrsChanged() }
-            _ = try sys { wrapfs_setxattr(path, name, value, size, flags) }
+            _ = try onLivePath(ino, symlinkError: .EPERM) { path in try sys { wrapfs_setxattr(path, name, value, size, flags) } }
             fuse_reply_err(req, 0)
         }
     }
@@ -28,15 +33,14 @@ extension Layer {
             let isCapability = strcmp(name, "security.capability") == 0
             let capability = inode.knownToLackCapability()
             if isCapability && capability.known { throw Errno.ENODATA }
-            let path = try xattrPath(ino, symlinkError: .ENODATA)
             do {
                 if size == 0 {
-                    fuse_reply_xattr(req, try sys { wrapfs_getxattr(path, name, nil, 0) })
+                    fuse_reply_xattr(req, try onLivePath(ino, symlinkError: .ENODATA) { path in try sys { wrapfs_getxattr(path, name, nil, 0) } })
                     return
                 }
                 let buf = UnsafeMutableRawPointer.allocate(byteCount: size, alignment: 8)
                 defer { buf.deallocate() }
-                let n = try sys { wrapfs_getxattr(path, name, buf, size) }
+                let n = try onLivePath(ino, symlinkError: .ENODATA) { path in try sys { wrapfs_getxattr(path, name, buf, size) } }
                 fuse_reply_buf(req, buf.assumingMemoryBound(to: CChar.self), n)
             } catch let error as Errno where error == .ENODATA && isCapability {
                 inode.recordLacksCapability(generation: capability.generation)
@@ -56,14 +60,13 @@ extension Layer {
                 if size == 0 { fuse_reply_xattr(req, 0) } else { fuse_reply_buf(req, nil, 0) }
                 return
             }
-            let path = try xattrPath(ino, symlinkError: .ENODATA)
             if size == 0 {
-                fuse_reply_xattr(req, try sys { wrapfs_listxattr(path, nil, 0) })
+                fuse_reply_xattr(req, try onLivePath(ino, symlinkError: .ENODATA) { path in try sys { wrapfs_listxattr(path, nil, 0) } })
                 return
             }
             let buf = UnsafeMutablePointer<CChar>.allocate(capacity: size)
             defer { buf.deallocate() }
-            let n = try sys { wrapfs_listxattr(path, buf, size) }
+            let n = try onLivePath(ino, symlinkError: .ENODATA) { path in try sys { wrapfs_listxattr(path, buf, size) } }
             fuse_reply_buf(req, buf, n)
         }
     }
@@ -71,9 +74,8 @@ extension Layer {
     func removexattr(_ req: fuse_req_t, _ ino: fuse_ino_t, _ name: UnsafePointer<CChar>) {
         if isShadowRoot(ino) { return shadowRefuse(req, "an extended attribute on the shim root") }
         serve(req) {
-            let path = try xattrPath(ino, symlinkError: .ENODATA)
             defer { inodes.inode(ino).xattrsChanged() }
-            _ = try sys { wrapfs_removexattr(path, name) }
+            _ = try onLivePath(ino, symlinkError: .ENODATA) { path in try sys { wrapfs_removexattr(path, name) } }
             if strcmp(name, "security.capability") == 0, let ctx = fuse_req_ctx(req)?.pointee {
                 inodes.inode(ino).capabilityRemoved(by: ctx.pid)
             }
