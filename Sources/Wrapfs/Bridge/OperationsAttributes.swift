@@ -141,14 +141,20 @@ extension Layer {
                         if times[0].tv_nsec == wrapfs_utime_omit { times[0] = current.st_atim }
                         if times[1].tv_nsec == wrapfs_utime_omit { times[1] = current.st_mtim }
                     }
-                    if let open {
-                        try open.fd.setTimes(times)
-                    } else if inode.isSymlink {
-                        // No descriptor-based call sets a symlink's times: use its current path.
-                        let path = try inode.fd.readLinkProc()
-                        _ = try sys { utimensat(AT_FDCWD, path, times, AT_SYMLINK_NOFOLLOW) }
-                    } else {
-                        _ = try sys { utimensat(AT_FDCWD, inode.fd.procPath, times, 0) }
+                    do {
+                        if let open {
+                            try open.fd.setTimes(times)
+                        } else if inode.isSymlink {
+                            // No descriptor-based call sets a symlink's times: use its current path.
+                            let path = try inode.fd.readLinkProc()
+                            _ = try sys { utimensat(AT_FDCWD, path, times, AT_SYMLINK_NOFOLLOW) }
+                        } else {
+                            _ = try sys { utimensat(AT_FDCWD, inode.fd.procPath, times, 0) }
+                        }
+                    } catch let e as Errno where e == .ESTALE && (try? lowerStat(open?.fd ?? inode.fd))?.st_nlink == 0 {
+                        // GlusterFS gives a file with no name left no new times (ESTALE). No one can
+                        // see them, and with the writeback cache the kernel, which sends them at
+                        // fsync, keeps its own: that fsync must not fail on them.
                     }
                 }
             }
