@@ -220,13 +220,9 @@ public final class Layer {
     }
 
     /// The attributes the layer shows for `inode`: the lower ones, with logical sizes.
-    /// `open`: the open file the request came through, whose descriptor also reaches a file
-    /// whose name is gone (a path-based lower FUSE file system such as GlusterFS's client
-    /// cannot reopen it by its O_PATH descriptor: ESTALE).
-    func attributes(_ inode: Inode, _ lower: stat? = nil, open: OpenFile? = nil) throws -> stat {
-        let through = open.flatMap { $0.readable ? $0.fd : nil }
-        if lower == nil { return try onLiveDescriptor(inode) { try currentAttributes(inode, nil, through) } }
-        return try currentAttributes(inode, lower, through)
+    func attributes(_ inode: Inode, _ lower: stat? = nil) throws -> stat {
+        if lower == nil { return try onLiveDescriptor(inode) { try currentAttributes(inode, nil) } }
+        return try currentAttributes(inode, lower)
     }
 
     /// Runs `body`, which uses `inode.fd`, again once on a descriptor of another of the file's
@@ -240,34 +236,32 @@ public final class Layer {
         }
     }
 
-    private func currentAttributes(_ inode: Inode, _ lower: stat?, _ through: FileDescriptor?) throws -> stat {
+    private func currentAttributes(_ inode: Inode, _ lower: stat?) throws -> stat {
         if inode.isRegular && inode.writtenBehind {
             // A write acknowledged before it was stored holds the content lock until it is: a size
             // taken before then would shrink the file in the kernel.
-            return try inode.content.reading { try storedAttributes(inode, nil, through) }
+            return try inode.content.reading { try storedAttributes(inode, nil) }
         }
-        return try storedAttributes(inode, lower, through)
+        return try storedAttributes(inode, lower)
     }
 
     /// `attributes` once no acknowledged write is still being stored.
-    private func storedAttributes(_ inode: Inode, _ lower: stat?, _ through: FileDescriptor?) throws -> stat {
+    private func storedAttributes(_ inode: Inode, _ lower: stat?) throws -> stat {
         if inode.isRegular && !codec.preservesSize && codec.fixedOverhead == nil {
             // The size comes from the last slot's record: the lower size is taken under the content
             // lock with it (a size taken before may end inside a slot a concurrent write just moved).
             var own: FileDescriptor?, opened: OpenFile?
-            if through == nil {
-                do {
-                    own = try inode.fd.reopen(O_RDONLY)
-                } catch let e as Errno where e == .ESTALE || e == .ENOENT {
-                    // A path-based lower FUSE file system (GlusterFS's client) cannot reopen a file
-                    // whose name is gone (replaced by a rename, unlinked); an open of it still reads
-                    // it, and holding that open keeps its descriptor.
-                    guard let open = openFiles.readable(of: inode) else { throw e }
-                    opened = open
-                }
+            do {
+                own = try inode.fd.reopen(O_RDONLY)
+            } catch let e as Errno where e == .ESTALE || e == .ENOENT {
+                // A path-based lower FUSE file system (GlusterFS's client) cannot reopen a file
+                // whose name is gone (replaced by a rename, unlinked); an open of it still reads
+                // it, and holding that open keeps its descriptor.
+                guard let open = openFiles.readable(of: inode) else { throw e }
+                opened = open
             }
             defer { own?.close() }
-            let fd = through ?? own ?? opened!.fd
+            let fd = own ?? opened!.fd
             let file = LowerFile(fd: fd, inode: inode)
             return try withExtendedLifetime(opened) {  // its descriptor closes with it
                 try inode.content.reading {

@@ -78,7 +78,7 @@ extension Layer {
             // fstat of an open file asks through its handle: the open descriptor still reaches
             // a file whose name is gone, where a path-based lower FUSE file system's O_PATH one may not.
             if inode.isRegular, let fi, let open = OpenFile.from(fi) {
-                reply(req, attributes: try attributes(inode, try lowerStat(open.fd), open: open))
+                reply(req, attributes: try attributes(inode, try lowerStat(open.fd)))
             } else {
                 reply(req, attributes: try attributes(inode))
             }
@@ -158,7 +158,7 @@ extension Layer {
                     }
                 }
             }
-            reply(req, attributes: try attributes(inode, open.map { try lowerStat($0.fd) }, open: open))
+            reply(req, attributes: try attributes(inode))
         }
     }
 

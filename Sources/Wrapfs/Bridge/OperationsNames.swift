@@ -41,11 +41,9 @@ extension Layer {
     func readlink(_ req: fuse_req_t, _ ino: fuse_ino_t) {
         serve(req) {
             let inode = inodes.inode(ino)
-            // Over a path-based lower FUSE file system the descriptor may have come by a name that
-            // now holds another file (a hard link of this symlink, since replaced): the kernel
-            // follows symlinks by this answer, so it must come from this one.
-            if inodes.verifyHits && !inode.reviveFromRetired() { throw Errno.ENOENT }
-            let lower = try inode.fd.readLink()
+            // Over a path-based lower FUSE file system the name the descriptor came by may be gone
+            // (a hard link of this symlink, since replaced) while another still reaches it.
+            let lower = try onLiveDescriptor(inode) { try inode.fd.readLink() }
             let target: [UInt8]
             do { target = try codec.decodeLinkTarget(lower) } catch {
                 log.error("cannot decode symlink target of \(inodes.inode(ino).lowerPathForLogs): \(error)")

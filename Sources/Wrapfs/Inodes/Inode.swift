@@ -63,7 +63,7 @@ public final class Inode {
     func adopt(_ newFd: FileDescriptor) -> Bool {
         headerLock.locked {
             guard let newPath = try? newFd.readLinkProc(), (try? fd.readLinkProc()) != newPath else { return false }
-            if (try? fd.freshStat()).map({ InodeKey($0) == key }) ?? false {
+            if reaches(fd) {
                 // The current name still reaches the file: requests stay on it. Over such a file
                 // system each name of a hard-linked file is a kernel inode of its own, with its own
                 // page cache and attributes, so opens by two names would not see each other's
@@ -84,7 +84,6 @@ public final class Inode {
     /// just revived by another request) does.
     func reviveFromRetired() -> Bool {
         headerLock.locked {
-            func reaches(_ d: FileDescriptor) -> Bool { (try? d.freshStat()).map { InodeKey($0) == key } ?? false }
             if reaches(fd) { return true }
             for i in retired.indices.reversed() where reaches(retired[i]) {
                 retired[i] = FileDescriptor(rawValue: currentFd.exchange(retired[i].rawValue, ordering: .acquiringAndReleasing))
@@ -93,6 +92,9 @@ public final class Inode {
             return false
         }
     }
+
+    /// Whether `d` still holds this file (asked of the lower file system, past its attribute cache).
+    private func reaches(_ d: FileDescriptor) -> Bool { (try? d.freshStat()).map { InodeKey($0) == key } ?? false }
 
     var isDirectory: Bool { fileType == S_IFDIR }
     var isRegular: Bool { fileType == S_IFREG }
