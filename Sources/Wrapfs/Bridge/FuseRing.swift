@@ -105,6 +105,13 @@ final class FuseRing: @unchecked Sendable {
         var helpers = 0
         /// Nonzero once the queue stops.
         let stopped: UnsafeMutablePointer<UInt64>
+        /// io_uring ties a command to the thread that submitted it and cancels it when that
+        /// thread exits (ECANCELED to the caller): a commit queued by any thread but the
+        /// queue's own (a reply sent later, a helper's) is submitted by a thread that lives as
+        /// long as the ring.
+        let submissions = Monitor()
+        var submissionsWaiting = false
+        func askSubmitter() { submissions.locked { submissionsWaiting = true; submissions.broadcast() } }
         /// The thread's id, for the watchdog; and whether it runs as SCHED_IDLE (pinned only).
         var tid: Int32 = 0
         var yields = false
@@ -183,6 +190,10 @@ final class FuseRing: @unchecked Sendable {
             if !started { running.leave(); placed.leave() }
         }
         placed.wait()
+        for queue in queues {
+            running.enter()
+            if !startThread("wrapfs-ring-sub", { [self] in submitForOthers(queue); running.leave() }) { running.leave() }
+        }
         running.enter()
         if !startThread("wrapfs-ring-watch", { [self] in watch(OpaquePointer(bitPattern: seBits)!); running.leave() }) { running.leave() }
     }
@@ -191,6 +202,7 @@ final class FuseRing: @unchecked Sendable {
     func stop() {
         guard !queues.isEmpty else { return }
         wrapfs_counter_bump(stopping)
+        for queue in queues { queue.askSubmitter() }
         var one: UInt64 = 1
         _ = write(stopFD, &one, 8)
         running.wait()
@@ -236,7 +248,7 @@ final class FuseRing: @unchecked Sendable {
                 if let thread = queue.thread, pthread_equal(thread, pthread_self()) == 0 {
                     // A helper took it: the queue's thread needs a completion to wake up to.
                     _ = queue.lock.locked { wrapfs_ring_push_poll(queue.ring, stopFD, Self.stopTag) }
-                    _ = wrapfs_ring_enter(queue.ring, 0)
+                    queue.askSubmitter()
                 }
                 return
             }
@@ -444,6 +456,19 @@ final class FuseRing: @unchecked Sendable {
             resubmit(entry)
         }
         if let thread = queue.thread, pthread_equal(thread, pthread_self()) == 0 {
+            queue.askSubmitter()
+        }
+    }
+
+    /// Submits what other threads queued on `queue` (see `Queue.askSubmitter`) until it stops.
+    private func submitForOthers(_ queue: Queue) {
+        while true {
+            let go = queue.submissions.locked { () -> Bool in
+                while !queue.submissionsWaiting && wrapfs_counter_load(stopping) == 0 { queue.submissions.wait() }
+                queue.submissionsWaiting = false
+                return wrapfs_counter_load(stopping) == 0
+            }
+            guard go else { return }
             _ = wrapfs_ring_enter(queue.ring, 0)
         }
     }
