@@ -41,6 +41,21 @@ struct RingTests {
         }
     }
 
+    /// With the writeback cache an invalidation waits for the writeback the kernel sends first:
+    /// a queue's one thread waiting so must get help (it hung without), and replies sent from
+    /// threads that then exit must still reach the kernel (ECANCELED without the submitter).
+    @Test("the checker through the ring with the writeback cache", .timeLimit(.minutes(10)), arguments: ["identity", "aes-gcm"])
+    func writebackCache(codec: String) throws {
+        try Self.withKernelRing(true) { available in
+            try withLayers([codec], extra: ["--io-uring", "--writeback-cache"]) { top, _, _ in
+                let scratch = try Scratch("ref")
+                defer { scratch.remove() }
+                try DifferentialChecker(subject: top, reference: try scratch.dir("plain"), seed: 6).run(operations: 3_000)
+                if available { #expect(try statusJSON(top)["io_uring_requests"] as? Int ?? 0 > 3_000) }
+            }
+        }
+    }
+
     @Test("where the kernel does not offer it, /dev/fuse serves and the log says why")
     func notOffered() throws {
         try Self.withKernelRing(false) { _ in
@@ -74,6 +89,30 @@ struct RingTests {
                 #expect(listing.output.contains("2000"), "every file read: \(listing.output)")
                 #expect(seconds < 20, "2,000 files listed and read in \(seconds) s beside busy loops")
                 if available { #expect(try statusJSON(top)["io_uring_requests"] as? Int ?? 0 > 2_000) }
+            }
+        }
+    }
+
+    /// When the daemon dies, the kernel cancels the ring's commands before it closes the
+    /// connection: a request caught in between fails with ECANCELED where /dev/fuse gives
+    /// ENOTCONN; every later one gets ENOTCONN, and the dead mount unmounts as without the ring.
+    @Test("a killed daemon: ENOTCONN (at first perhaps ECANCELED), and the mount unmounts")
+    func deadDaemon() throws {
+        try Self.withKernelRing(true) { _ in
+            try withLayers(["rot"], extra: ["--io-uring"]) { top, _, mounts in
+                try writeFile(top + "/held", pattern(10_000))
+                let fd = open(top + "/held", O_RDONLY)
+                #expect(fd >= 0)
+                defer { close(fd) }
+                kill(mounts[0].daemon.pid, SIGKILL)
+                #expect(mounts[0].daemon.wait(timeout: 10))
+                var byte: UInt8 = 0
+                let first = pread(fd, &byte, 1, 0) == -1 ? errno : 0
+                #expect(first == ENOTCONN || first == ECANCELED, "errno \(first)")
+                #expect(pread(fd, &byte, 1, 0) == -1 && errno == ENOTCONN)
+                let r = try run(Build.mountTool, ["unmount", top], timeout: 30)
+                #expect(r.status == 0 && r.output.contains("daemon was gone"), "\(r.output)")
+                #expect(!MountTable.isMounted(top))
             }
         }
     }

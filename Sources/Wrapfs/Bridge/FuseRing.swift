@@ -265,6 +265,11 @@ final class FuseRing: @unchecked Sendable {
                 return
             } else {
                 wrapfs_counter_add(served, 1)
+                // Commits this thread queued in this pass go first: the next handler may wait
+                // for what one of those replies lets the kernel finish (a page written back).
+                if wrapfs_ring_unsubmitted(queue.ring) > 0, let thread = queue.thread, pthread_equal(thread, pthread_self()) != 0 {
+                    _ = wrapfs_ring_enter(queue.ring, 0)
+                }
                 dispatch(entry, se)
             }
         }
