@@ -30,6 +30,7 @@
 #include "../../include/wrapfs.h"  // the refresh ioctl applications call
 #include "../../include/wrapfs_codec.h"  // the C ABI of codec plugins
 #include <dlfcn.h>
+#include "ring.h"  // FUSE over io_uring
 
 // GNU flags that <fcntl.h> hides without _GNU_SOURCE (which would clash with Swift's Glibc module).
 #ifdef O_PATH

@@ -55,6 +55,8 @@ struct MountCommand: ParsableCommand {
     var noWriteBehind = false
     @Flag(help: "identity: splice written data from /dev/fuse to the lower file (big writes faster, small requests slower; where fs.pipe-max-size caps pipes, write requests shrink to fit one).")
     var splice = false
+    @Flag(help: "Take requests through FUSE over io_uring, a queue per CPU (Linux 6.14+, where root enabled it: /sys/module/fuse/parameters/enable_uring; otherwise /dev/fuse as without it): small requests cost less.")
+    var ioUring = false
     @Flag(help: "No extended attributes (EOPNOTSUPP, as bare FUSE and bindfs --xattr-none): saves a request per file written or chowned and two per file `ls -l` lists.")
     var noXattr = false
     @Flag(help: "Leave set-ID clearing on write to the kernel (no FUSE_HANDLE_KILLPRIV_V2): a security.capability request per write(2), and set-group-ID without group execute survives.")
@@ -84,6 +86,7 @@ struct MountCommand: ParsableCommand {
         if writebackCache && !namespaces.isEmpty {
             throw ValidationError("--writeback-cache cannot serve namespaces: the kernel would keep each mount's file sizes apart")
         }
+        if ioUring && splice { throw ValidationError("--io-uring and --splice exclude each other: ring requests arrive in memory") }
         if let threads, threads < 1 || threads > 1024 { throw ValidationError("--threads must be between 1 and 1024") }
         if maxWrite < 4096 || maxWrite > 1 << 20 { throw ValidationError("--max-write must be between 4096 and 1048576") }
         if let maxDescriptors, maxDescriptors < 64 { throw ValidationError("--max-descriptors must be at least 64") }
@@ -149,6 +152,7 @@ struct MountCommand: ParsableCommand {
         options.readAheadKiB = readAhead
         options.readdirPlus = !noReaddirplus
         options.splice = splice
+        options.ioUring = ioUring
         options.writeBehind = !noWriteBehind
         options.daemonClearsSetID = !kernelClearsSetid
         if isVolume { options.hiddenRootNames = [VolumeFile.name] }

@@ -84,6 +84,11 @@ struct StatusCommand: ParsableCommand {
         }
         line("listings:    \(r["listed_without_attributes"] ?? 0) names the kernel held given without attributes")
         line("writes:      \(r["writes_acknowledged_before_stored"] ?? 0) acknowledged before they were stored")
+        if let queues = r["io_uring_queues"] as? Int, queues > 0 {
+            line("io_uring:    \(queues) queues, \(r["io_uring_requests"] ?? 0) requests served through them")
+        } else {
+            line("io_uring:    off (requests come through /dev/fuse)")
+        }
         line("")
         line("operation        count   errors    p50 us    p90 us    p99 us    max us")
         for op in r["operations"] as? [[String: Any]] ?? [] {

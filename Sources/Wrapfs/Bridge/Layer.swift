@@ -45,6 +45,9 @@ public final class Layer {
     /// The FUSE_HANDLE_KILLPRIV_V2 handshake (`installRequestIO`); `accepted` once the daemon
     /// clears set-ID bits itself.
     let privileges = PrivilegeHandshake()
+    /// FUSE over io_uring, once INIT set it up (`LayerOptions.ioUring`). Written once, before
+    /// any request comes through it.
+    var fuseRing: FuseRing?
     /// Whether a write may be acknowledged before it is stored (identity streaming writes).
     let writeBehind: WriteBehind
 

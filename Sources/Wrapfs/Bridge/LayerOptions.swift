@@ -60,6 +60,9 @@ public struct LayerOptions {
     public var writeBehind = true
     /// Names in the lower root that belong to the layer (its volume file): never shown, never usable.
     public var hiddenRootNames: Set<String> = []
+    /// Take requests through FUSE over io_uring where the kernel offers it (`FuseRing`): a
+    /// queue per CPU, so a request and its reply need no wake-up of another CPU.
+    public var ioUring = false
     /// Serve requests on one thread (for debugging).
     public var singleThreaded = false
 

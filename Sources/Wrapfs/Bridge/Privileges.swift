@@ -19,6 +19,8 @@ final class PrivilegeHandshake {
     fileprivate(set) var offered = false
     /// `negotiate` took it: the INIT reply gets the flag.
     var accepted = false
+    /// The kernel offered FUSE over io_uring (`FuseRing`).
+    fileprivate(set) var ringOffered = false
 
     static let opcodeInit: UInt32 = 26
     static let opcodeWrite: UInt32 = 16
@@ -67,24 +69,52 @@ extension Layer {
             if handshake.awaitingInit && opcode == PrivilegeHandshake.opcodeInit {
                 handshake.initUnique = buf.loadUnaligned(fromByteOffset: 8, as: UInt64.self)
                 handshake.offered = buf.loadUnaligned(fromByteOffset: 52, as: UInt32.self) & PrivilegeHandshake.handleKillprivV2 != 0
+                // flags2 follows flags (FUSE 7.36).
+                handshake.ringOffered = n >= 60 && buf.loadUnaligned(fromByteOffset: 56, as: UInt32.self) & WRAPFS_FUSE_OVER_IO_URING_FLAGS2 != 0
             }
             return n
         }
         io.writev = { fd, iov, count, userdata in
-            if let iov, let userdata, count >= 2 {
-                let handshake = Unmanaged<Layer>.fromOpaque(userdata).takeUnretainedValue().privileges
-                // fuse_out_header: len, error, unique; then fuse_init_out: major, minor, max_readahead, flags.
-                if handshake.awaitingInit, let unique = handshake.initUnique, let header = iov[0].iov_base,
-                   iov[0].iov_len >= 16, header.loadUnaligned(fromByteOffset: 8, as: UInt64.self) == unique {
-                    handshake.awaitingInit = false
-                    if handshake.accepted, header.loadUnaligned(fromByteOffset: 4, as: Int32.self) == 0,
-                       let reply = iov[1].iov_base, iov[1].iov_len >= 16 {
-                        let flags = reply.loadUnaligned(fromByteOffset: 12, as: UInt32.self)
-                        reply.storeBytes(of: flags | PrivilegeHandshake.handleKillprivV2, toByteOffset: 12, as: UInt32.self)
+            guard let iov, let userdata, count >= 1, let header = iov[0].iov_base, iov[0].iov_len >= 16 else {
+                return Glibc.writev(fd, iov, count)
+            }
+            let layer = Unmanaged<Layer>.fromOpaque(userdata).takeUnretainedValue()
+            // fuse_out_header: len, error, unique.
+            let unique = header.loadUnaligned(fromByteOffset: 8, as: UInt64.self)
+            if let ring = layer.fuseRing, let entry = ring.entry(serving: unique) {
+                return ring.reply(entry, iov, Int(count))
+            }
+            let handshake = layer.privileges
+            var startRing: (maxWrite: Int, maxPages: Int)?
+            // fuse_init_out: major, minor, max_readahead, flags, max_background,
+            // congestion_threshold, max_write, time_gran, max_pages, map_alignment, flags2.
+            if handshake.awaitingInit, count >= 2, unique == handshake.initUnique {
+                handshake.awaitingInit = false
+                if header.loadUnaligned(fromByteOffset: 4, as: Int32.self) == 0, let reply = iov[1].iov_base, iov[1].iov_len >= 16 {
+                    var flags = reply.loadUnaligned(fromByteOffset: 12, as: UInt32.self)
+                    if handshake.accepted { flags |= PrivilegeHandshake.handleKillprivV2 }
+                    if layer.options.ioUring, handshake.ringOffered, iov[1].iov_len >= 40 {
+                        flags |= WRAPFS_FUSE_INIT_EXT
+                        let flags2 = reply.loadUnaligned(fromByteOffset: 36, as: UInt32.self)
+                        reply.storeBytes(of: flags2 | WRAPFS_FUSE_OVER_IO_URING_FLAGS2, toByteOffset: 36, as: UInt32.self)
+                        startRing = (Int(reply.loadUnaligned(fromByteOffset: 20, as: UInt32.self)),
+                                     Int(reply.loadUnaligned(fromByteOffset: 28, as: UInt16.self)))
+                    } else if layer.options.ioUring {
+                        layer.log.notice("--io-uring: the kernel does not offer FUSE over io_uring (root enables it: echo Y > /sys/module/fuse/parameters/enable_uring); requests use /dev/fuse")
                     }
+                    reply.storeBytes(of: flags, toByteOffset: 12, as: UInt32.self)
                 }
             }
-            return Glibc.writev(fd, iov, count)
+            let written = Glibc.writev(fd, iov, count)
+            // The kernel took the INIT reply: the ring's commands are accepted from now on.
+            if written >= 0, let sizes = startRing, let se = layer.session {
+                let ring = FuseRing(fuseFD: fd, maxWrite: sizes.maxWrite, maxPages: sizes.maxPages, log: layer.log)
+                if ring.prepare() {
+                    layer.fuseRing = ring  // before any reply can come from a ring entry
+                    ring.start(se)
+                }
+            }
+            return written
         }
         io.splice_receive = { fdIn, offIn, fdOut, offOut, len, flags, _ in
             WriteKillsSetID.note(.unknown)  // a spliced request's header is not seen here

@@ -137,6 +137,7 @@ extension Layer {
         } else {
             rc = wrapfs_session_loop_mt(se, UInt32(options.threads), 0)
         }
+        fuseRing?.stop()
         if rc != 0 && rc != -EINTR && rc != SIGTERM && rc != SIGINT && rc != SIGHUP {
             log.warning("session loop ended with \(rc)")
         }

@@ -37,6 +37,8 @@ extension Layer {
             "encode_failures": stats.encodeFailures,
             "listed_without_attributes": stats.listedKnownCount,
             "writes_acknowledged_before_stored": stats.wroteBehindCount,
+            "io_uring_queues": fuseRing?.queueCount ?? 0,
+            "io_uring_requests": fuseRing?.requestsServed ?? 0,
             "open_files": open.sorted { ($0["pid"] as! pid_t, $0["path"] as! String) < ($1["pid"] as! pid_t, $1["path"] as! String) },
         ]
     }
