@@ -1,4 +1,4 @@
-// Set-ID bits cleared by the daemon (FUSE_HANDLE_KILLPRIV_V2): the INIT handshake that asks for it, and the clearing rules.
+// The custom /dev/fuse I/O: INIT's extra flags (FUSE_HANDLE_KILLPRIV_V2, FUSE over io_uring), replies routed to ring entries, and the set-ID clearing rules.
 import Glibc
 import CFuse
 
@@ -53,7 +53,9 @@ enum WriteKillsSetID {
 
 extension Layer {
     /// Reads and writes `se`'s /dev/fuse descriptor through the handshake above. libfuse keeps
-    /// splicing (its splice calls are passed on unchanged).
+    /// splicing (its splice calls are passed on unchanged). With `--io-uring` the INIT reply also
+    /// asks for FUSE over io_uring and starts the rings (`FuseRing`), and a reply to a request
+    /// that came through a ring goes back through its entry instead of /dev/fuse.
     func installRequestIO(_ se: OpaquePointer) {
         var io = fuse_custom_io()
         io.read = { fd, buf, size, userdata in
