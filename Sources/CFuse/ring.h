@@ -201,6 +201,5 @@ static inline unsigned wrapfs_ring_waiting(const struct wrapfs_ring *r) {
 // Submissions queued and not yet taken by the kernel.
 static inline unsigned wrapfs_ring_unsubmitted(const struct wrapfs_ring *r) { return *r->sq_tail - __atomic_load_n(r->sq_head, __ATOMIC_ACQUIRE); }
 static inline unsigned wrapfs_ring_head(const struct wrapfs_ring *r) { return __atomic_load_n(r->cq_head, __ATOMIC_ACQUIRE); }
-static inline void wrapfs_counter_bump(uint64_t *counter) { __atomic_fetch_add(counter, 1, __ATOMIC_RELEASE); }
 
 #endif

@@ -100,6 +100,8 @@ final class FuseRing: @unchecked Sendable {
         let lock = Mutex()
         var entries: [Entry] = []
         var thread: pthread_t?
+        /// Whether the caller is the queue's own thread (which submits at its next wait).
+        var isOwnThread: Bool { thread.map { pthread_equal($0, pthread_self()) != 0 } ?? false }
         /// Serializes taking completions (the queue's thread and helpers); helpers running.
         let reaping = Mutex()
         var helpers = 0
@@ -201,7 +203,7 @@ final class FuseRing: @unchecked Sendable {
     /// Stops the queue threads and waits for them (the session must outlive them).
     func stop() {
         guard !queues.isEmpty else { return }
-        wrapfs_counter_bump(stopping)
+        wrapfs_counter_add(stopping, 1)
         for queue in queues { queue.askSubmitter() }
         var one: UInt64 = 1
         _ = write(stopFD, &one, 8)
@@ -244,8 +246,8 @@ final class FuseRing: @unchecked Sendable {
         while wrapfs_counter_load(queue.stopped) == 0 {
             guard queue.reaping.locked({ wrapfs_ring_take(queue.ring, &data, &result) }) == 1 else { return }
             if data == Self.stopTag {
-                wrapfs_counter_bump(queue.stopped)
-                if let thread = queue.thread, pthread_equal(thread, pthread_self()) == 0 {
+                wrapfs_counter_add(queue.stopped, 1)
+                if !queue.isOwnThread {
                     // A helper took it: the queue's thread needs a completion to wake up to.
                     _ = queue.lock.locked { wrapfs_ring_push_poll(queue.ring, stopFD, Self.stopTag) }
                     queue.askSubmitter()
@@ -255,19 +257,19 @@ final class FuseRing: @unchecked Sendable {
             guard data < UInt64(queue.entries.count) else { continue }
             let entry = queue.entries[Int(data)]
             if result == -EINTR || result == -EAGAIN {
-                queue.lock.locked { resubmit(entry) }
+                queue.lock.locked { pushCommand(entry) }
             } else if result < 0 {
                 // ENOTCONN: unmounted. Anything else: the kernel refused the ring.
                 if result != -ENOTCONN && wrapfs_counter_load(served) == 0 {
                     log.warning("--io-uring: the kernel refused the ring (\(String(cString: strerror(-result)))): requests keep using /dev/fuse")
                 }
-                wrapfs_counter_bump(queue.stopped)
+                wrapfs_counter_add(queue.stopped, 1)
                 return
             } else {
                 wrapfs_counter_add(served, 1)
                 // Commits this thread queued in this pass go first: the next handler may wait
                 // for what one of those replies lets the kernel finish (a page written back).
-                if wrapfs_ring_unsubmitted(queue.ring) > 0, let thread = queue.thread, pthread_equal(thread, pthread_self()) != 0 {
+                if wrapfs_ring_unsubmitted(queue.ring) > 0, queue.isOwnThread {
                     _ = wrapfs_ring_enter(queue.ring, 0)
                 }
                 dispatch(entry, se)
@@ -300,7 +302,9 @@ final class FuseRing: @unchecked Sendable {
     }
     static let maxHelpers = 8
 
-    private func resubmit(_ entry: Entry) {
+    /// Queues `entry`'s command again (the caller holds `queue.lock`): its REGISTER, or the
+    /// COMMIT_AND_FETCH that answers its request and asks for the next.
+    private func pushCommand(_ entry: Entry) {
         let q = entry.queue
         _ = wrapfs_ring_push_fuse(q.ring, fuseFD, entry.lastCommand, UInt64(entry.index), UInt16(q.id), entry.commitID,
                                   entry.lastCommand == UInt32(WRAPFS_FUSE_IO_URING_CMD_REGISTER) ? entry.iov : nil)
@@ -326,10 +330,7 @@ final class FuseRing: @unchecked Sendable {
         let start = entry.payload - 40 - argumentSize
         start.copyMemory(from: header, byteCount: 40)
         (start + 40).copyMemory(from: header + 128, byteCount: argumentSize)
-        if opcode == PrivilegeHandshake.opcodeWrite, argumentSize >= 24 {
-            // fuse_write_in: fh, offset, size, then write_flags.
-            WriteKillsSetID.note(start.loadUnaligned(fromByteOffset: 60, as: UInt32.self) & PrivilegeHandshake.writeKillSuidgid != 0 ? .yes : .no)
-        }
+        WriteKillsSetID.note(request: start, length: length)
         entry.requestPayload = payloadSize
         entry.stagedCount = -1
         entry.slots[1] = 2
@@ -444,7 +445,6 @@ final class FuseRing: @unchecked Sendable {
         out.storeBytes(of: error, toByteOffset: 4, as: Int32.self)
         out.storeBytes(of: unique, toByteOffset: 8, as: UInt64.self)
         entry.header.pointee.ring_ent_in_out.payload_sz = 0
-        wrapfs_store_release_u64(entry.slots, 0)
     }
 
     /// Drops one hold on `entry`; the last one queues its commit (and submits it, off the
@@ -458,9 +458,9 @@ final class FuseRing: @unchecked Sendable {
         let queue = entry.queue
         queue.lock.locked {
             entry.lastCommand = UInt32(WRAPFS_FUSE_IO_URING_CMD_COMMIT_AND_FETCH)
-            resubmit(entry)
+            pushCommand(entry)
         }
-        if let thread = queue.thread, pthread_equal(thread, pthread_self()) == 0 {
+        if !queue.isOwnThread {
             queue.askSubmitter()
         }
     }

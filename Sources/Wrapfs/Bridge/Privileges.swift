@@ -39,6 +39,12 @@ enum WriteKillsSetID {
         pthread_key_create(&k, nil)
         return k
     }()
+    /// Notes what the request at `request` (`length` bytes, /dev/fuse's layout) says, if it is
+    /// a WRITE: fuse_write_in follows the 40-byte header (fh, offset, size, then write_flags).
+    static func note(request: UnsafeRawPointer, length: Int) {
+        guard length >= 64, request.loadUnaligned(fromByteOffset: 4, as: UInt32.self) == PrivilegeHandshake.opcodeWrite else { return }
+        note(request.loadUnaligned(fromByteOffset: 60, as: UInt32.self) & PrivilegeHandshake.writeKillSuidgid != 0 ? .yes : .no)
+    }
     static func note(_ kills: WriteKillsSetID) {
         pthread_setspecific(key, UnsafeRawPointer(bitPattern: kills == .yes ? 1 : kills == .no ? 2 : 3))
     }
@@ -64,10 +70,7 @@ extension Layer {
             guard n >= 56, let buf, let userdata else { return n }
             let handshake = Unmanaged<Layer>.fromOpaque(userdata).takeUnretainedValue().privileges
             let opcode = buf.loadUnaligned(fromByteOffset: 4, as: UInt32.self)
-            if opcode == PrivilegeHandshake.opcodeWrite, n >= 64 {
-                // fuse_write_in after the header: fh, offset, size, then write_flags.
-                WriteKillsSetID.note(buf.loadUnaligned(fromByteOffset: 60, as: UInt32.self) & PrivilegeHandshake.writeKillSuidgid != 0 ? .yes : .no)
-            }
+            WriteKillsSetID.note(request: buf, length: n)
             if handshake.awaitingInit && opcode == PrivilegeHandshake.opcodeInit {
                 handshake.initUnique = buf.loadUnaligned(fromByteOffset: 8, as: UInt64.self)
                 handshake.offered = buf.loadUnaligned(fromByteOffset: 52, as: UInt32.self) & PrivilegeHandshake.handleKillprivV2 != 0
