@@ -1,5 +1,6 @@
 // FUSE over io_uring (`--io-uring`): the checker through the ring, the fallback to /dev/fuse, a busy CPU.
 import Foundation
+import CFuse
 import Testing
 
 @Suite("FUSE over io_uring", .serialized, .enabled(if: Fuse.required, "needs /dev/fuse"))
@@ -52,6 +53,37 @@ struct RingTests {
                 defer { scratch.remove() }
                 try DifferentialChecker(subject: top, reference: try scratch.dir("plain"), seed: 6).run(operations: 3_000)
                 if available { #expect(try statusJSON(top)["io_uring_requests"] as? Int ?? 0 > 3_000) }
+            }
+        }
+    }
+
+    /// A read decodes straight into the ring entry's buffer when its reply starts at the first
+    /// page it decodes: the bytes must be those written, at aligned and unaligned offsets alike.
+    @Test("reads decode in place in the ring's buffer", .timeLimit(.minutes(5)), arguments: ["identity", "aes-gcm"])
+    func readsInPlace(codec: String) throws {
+        try Self.withKernelRing(true) { available in
+            try withLayers([codec], extra: ["--io-uring"]) { top, _, _ in
+                var generator = SystemRandomNumberGenerator()
+                let bytes = (0..<(3 << 20) + 1234).map { _ in UInt8.random(in: 0...255, using: &generator) }
+                try writeFile(top + "/f", bytes)
+                try dropCaches()
+                #expect(try readFile(top + "/f") == bytes, "read-ahead's page-aligned reads")
+                let fd = open(top + "/f", O_RDONLY | wrapfs_O_DIRECT)
+                #expect(fd >= 0)
+                defer { close(fd) }
+                // Direct reads reach the daemon as asked: unaligned ones start mid-page (copied).
+                for (offset, count) in [(4096, 65536), (1, 8191), (12345, 100_000), (bytes.count - 100, 4096)] {
+                    var got = [UInt8](repeating: 0, count: count)
+                    let n = pread(fd, &got, count, off_t(offset))
+                    #expect(n == min(count, bytes.count - offset))
+                    #expect(Array(got[0..<max(n, 0)]) == Array(bytes[offset..<offset + max(n, 0)]), "at \(offset)")
+                }
+                let inPlace = try statusJSON(top)["io_uring_replies_in_place"] as? Int ?? -1
+                if available {
+                    #expect(inPlace > 0, "replies decoded in the ring's buffer: \(inPlace)")
+                } else {
+                    #expect(inPlace == 0)
+                }
             }
         }
     }

@@ -36,6 +36,13 @@ final class FuseRing: @unchecked Sendable {
         return p
     }()
     var requestsServed: UInt64 { wrapfs_counter_load(served) }
+    /// Replies whose body was already in the entry's buffer (reads decoded there, see `ReplyRoom`).
+    private let inPlace: UnsafeMutablePointer<UInt64> = {
+        let p = UnsafeMutablePointer<UInt64>.allocate(capacity: 1)
+        p.initialize(to: 0)
+        return p
+    }()
+    var repliesInPlace: UInt64 { wrapfs_counter_load(inPlace) }
     var queueCount: Int { queues.count }
     /// Nonzero once `stop` began (ends the watchdog).
     private let stopping: UnsafeMutablePointer<UInt64> = {
@@ -339,7 +346,11 @@ final class FuseRing: @unchecked Sendable {
         buf.size = length
         buf.mem = start
         buf.fd = -1
+        // A read's reply body can be decoded where it is sent from (its request has no payload).
+        let isRead = opcode == 15
+        if isRead { ReplyRoom.offer(entry.payload, capacity: payloadCapacity) }
         fuse_session_process_buf(se, &buf)
+        if isRead { ReplyRoom.withdraw() }
         finish(entry)
     }
 
@@ -427,7 +438,14 @@ final class FuseRing: @unchecked Sendable {
             }
             var at = 0
             for i in 1..<max(count, 1) where iov[i].iov_len > 0 {
-                if let base = iov[i].iov_base { (destination + at).copyMemory(from: base, byteCount: iov[i].iov_len) }
+                if let base = iov[i].iov_base {
+                    // Already in place: a read decoded into the entry's buffer (`ReplyRoom`).
+                    if base == destination + at {
+                        wrapfs_counter_add(inPlace, 1)
+                    } else {
+                        (destination + at).copyMemory(from: base, byteCount: iov[i].iov_len)
+                    }
+                }
                 at += iov[i].iov_len
             }
             UnsafeMutableRawPointer(entry.header).copyMemory(from: header, byteCount: 16)

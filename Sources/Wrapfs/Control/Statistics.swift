@@ -13,10 +13,15 @@ enum Operation: Int, CaseIterable {
 
 
     /// The operation the calling thread is serving (set by `Layer.timed`), for counting errors.
-    /// (The slot is a C thread-local behind `static inline` helpers, which each object file
-    /// gets its own copy of: both accessors stay here, in one file.)
-    static var current: Operation? { Operation(rawValue: Int(wrapfs_operation()) - 1) }
-    static func begin(_ op: Operation) { wrapfs_set_operation(Int32(op.rawValue + 1)) }
+    /// (A pthread key, not a C `__thread` behind a `static inline` helper: each object file of
+    /// a release build got its own copy of that, and errors went uncounted.)
+    static var current: Operation? { Operation(rawValue: Int(bitPattern: pthread_getspecific(key)) - 1) }
+    static func begin(_ op: Operation) { pthread_setspecific(key, UnsafeRawPointer(bitPattern: op.rawValue + 1)) }
+    private static let key: pthread_key_t = {
+        var k = pthread_key_t()
+        pthread_key_create(&k, nil)
+        return k
+    }()
 }
 
 /// Lock-free counters (relaxed atomic adds on one block of memory) that every request updates:

@@ -164,7 +164,7 @@ final class PageEngine {
         if preserves {
             let header = try self.header(file, lowerSize: lowerSize, create: false)
             // Slots are pages: read straight into the reply buffer and decode in place.
-            try pool.with(pages * Int(pageSize)) { buf in
+            try withReplyBuffer(pages * Int(pageSize), replyFromFirstByte: offset == base) { buf in
                 let n = try file.fd.read(into: UnsafeMutableRawBufferPointer(rebasing: buf[0..<Int(min(end, lowerSize) - base).roundedUp(to: Int(pageSize)).clamped(buf.count)]), at: base)
                 try header.withUnsafeBytes { h in
                     var at = 0, page = first
@@ -186,7 +186,7 @@ final class PageEngine {
         // An uncached header comes in the same pread as the first slots.
         let room = first == 0 && headerSize > 0 && file.inode.header == nil ? Int(headerSize) : 0
         try pool.with(room + pages * Int(slotSize)) { buffer in
-            try pool.with(pages * Int(pageSize)) { plain in
+            try withReplyBuffer(pages * Int(pageSize), replyFromFirstByte: offset == base) { plain in
                 let lowerFrom = slotStart(first) - Int64(room)
                 let got = try file.fd.read(into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<Int(min(lowerSize, slotStart(last + 1)) - lowerFrom)]), at: lowerFrom)
                 let header = room == 0 ? try self.header(file, lowerSize: lowerSize, create: false) : Array(buffer[0..<room])
@@ -214,6 +214,15 @@ final class PageEngine {
                 reply(UnsafeRawBufferPointer(rebasing: plain[Int(offset - base)..<Int(end - base)]))
             }
         }
+    }
+
+    /// A buffer for `count` bytes of plain pages: the room the reply is sent from when the
+    /// transport offers one and the reply starts at the buffer's first byte (no copy into it
+    /// later), else one from the pool.
+    private func withReplyBuffer<R>(_ count: Int, replyFromFirstByte: Bool,
+                                    _ body: (UnsafeMutableRawBufferPointer) throws -> R) rethrows -> R {
+        if replyFromFirstByte, let room = ReplyRoom.take(count) { return try body(room) }
+        return try pool.with(count, body)
     }
 
     private func decodePage(_ file: LowerFile, _ slot: UnsafeRawBufferPointer, into page: UnsafeMutableRawBufferPointer,
