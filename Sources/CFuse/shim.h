@@ -227,6 +227,7 @@ static const unsigned int wrapfs_ioc_refresh = WRAPFS_IOC_REFRESH;
 // Relaxed counters in a plain array (Swift's Atomic cannot live in one), for the status statistics.
 static inline void wrapfs_counter_add(uint64_t *counter, uint64_t value) { __atomic_fetch_add(counter, value, __ATOMIC_RELAXED); }
 static inline uint64_t wrapfs_counter_load(const uint64_t *counter) { return __atomic_load_n(counter, __ATOMIC_RELAXED); }
+static inline uint64_t wrapfs_counter_add_fetch(uint64_t *counter, uint64_t value) { return __atomic_add_fetch(counter, value, __ATOMIC_RELAXED); }
 static inline uint64_t wrapfs_monotonic_ns(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);

@@ -47,7 +47,7 @@ struct MountCommand: ParsableCommand {
     @Option(help: "Seconds the kernel caches missing names.") var negativeTimeout: Double = 1
     @Option(help: "Largest write request in bytes (4096...1048576).") var maxWrite = 1 << 20
     @Option(help: ArgumentHelp("Kernel read-ahead of the mount in KiB (0: the kernel's 128 KiB), set in /sys/class/bdi when the daemon may write there.", valueName: "KiB"))
-    var readAhead = 1024
+    var readAhead = 4096
     @Flag(help: "Do not offer readdirplus to the kernel.") var noReaddirplus = false
     @Option(help: ArgumentHelp("Most descriptors the daemon may hold (default: as many as the system allows). Near the limit (a reserve of a quarter, at most 2,048, is kept for open files) the kernel is asked to forget files nothing uses.", valueName: "N"))
     var maxDescriptors: Int?

@@ -85,7 +85,7 @@ struct StatusCommand: ParsableCommand {
         line("listings:    \(r["listed_without_attributes"] ?? 0) names the kernel held given without attributes")
         line("writes:      \(r["writes_acknowledged_before_stored"] ?? 0) acknowledged before they were stored")
         if let queues = r["io_uring_queues"] as? Int, queues > 0 {
-            line("io_uring:    \(queues) queues, \(r["io_uring_requests"] ?? 0) requests served through them, \(r["io_uring_replies_in_place"] ?? 0) replies decoded in place")
+            line("io_uring:    \(queues) queues, \(r["io_uring_requests"] ?? 0) requests served through them, \(r["io_uring_replies_in_place"] ?? 0) replies decoded in place, \(r["io_uring_bulk_reads"] ?? 0) big reads on bulk threads")
         } else {
             line("io_uring:    off (requests come through /dev/fuse)")
         }

@@ -247,12 +247,12 @@ struct OperationsTests {
     }
 
     /// The kernel caps a FUSE mount's read-ahead at 128 KiB unless its device's sysfs entry says
-    /// more; the daemon sets 1 MiB there, so a streaming read comes in a few big requests.
-    @Test("read-ahead: 1 MiB by default, so a streaming read arrives in big requests; --read-ahead 0 keeps the kernel's",
+    /// more; the daemon sets 4 MiB there by default, so a streaming read comes in a few big requests.
+    @Test("read-ahead: 4 MiB by default, so a streaming read arrives in big requests; --read-ahead sets it, 0 keeps the kernel's",
           arguments: ["identity", "aes-gcm"])
     func readAhead(codec: String) throws {
-        for kib in [1024, 0] {
-            try withLayers([codec], extra: ["--read-ahead", "\(kib)"]) { top, _, _ in
+        for kib in [4096, 1024, 0] {
+            try withLayers([codec], extra: kib == 4096 ? [] : ["--read-ahead", "\(kib)"]) { top, _, _ in
                 let data = pattern(16 << 20)
                 try writeFile(top + "/stream", data)
                 var st = stat()

@@ -58,8 +58,9 @@ struct RingTests {
     }
 
     /// A read decodes straight into the ring entry's buffer when its reply starts at the first
-    /// page it decodes: the bytes must be those written, at aligned and unaligned offsets alike.
-    @Test("reads decode in place in the ring's buffer", .timeLimit(.minutes(5)), arguments: ["identity", "aes-gcm"])
+    /// page it decodes, and big ones are served off the queue threads: the bytes must be those
+    /// written, at aligned and unaligned offsets alike.
+    @Test("reads decode in place in the ring's buffer, big ones on bulk threads", .timeLimit(.minutes(5)), arguments: ["identity", "aes-gcm"])
     func readsInPlace(codec: String) throws {
         try Self.withKernelRing(true) { available in
             try withLayers([codec], extra: ["--io-uring"]) { top, _, _ in
@@ -78,11 +79,14 @@ struct RingTests {
                     #expect(n == min(count, bytes.count - offset))
                     #expect(Array(got[0..<max(n, 0)]) == Array(bytes[offset..<offset + max(n, 0)]), "at \(offset)")
                 }
-                let inPlace = try statusJSON(top)["io_uring_replies_in_place"] as? Int ?? -1
+                let status = try statusJSON(top)
+                let inPlace = status["io_uring_replies_in_place"] as? Int ?? -1
+                let bulk = status["io_uring_bulk_reads"] as? Int ?? -1
                 if available {
                     #expect(inPlace > 0, "replies decoded in the ring's buffer: \(inPlace)")
+                    #expect(bulk > 0, "big reads served by bulk threads: \(bulk)")
                 } else {
-                    #expect(inPlace == 0)
+                    #expect(inPlace == 0 && bulk == 0)
                 }
             }
         }
@@ -146,6 +150,34 @@ struct RingTests {
                 #expect(pread(fd, &byte, 1, 0) == -1 && errno == ENOTCONN)
                 let r = try run(Build.mountTool, ["unmount", top], timeout: 30)
                 #expect(r.status == 0 && r.output.contains("daemon was gone"), "\(r.output)")
+                #expect(!MountTable.isMounted(top))
+            }
+        }
+    }
+
+    /// Once root turns enable_uring off, the kernel refuses the ring's commits: a request the ring
+    /// took can be answered no other way, and its caller would wait unkillable. The daemon ends
+    /// the mount instead (the callers get an error), and says why.
+    @Test("enable_uring turned off under a ring mount: callers get an error, not a hang, and the log says why",
+          .timeLimit(.minutes(2)))
+    func turnedOff() throws {
+        try Self.withKernelRing(true) { available in
+            try withLayers(["identity"], extra: ["--io-uring"]) { top, _, mounts in
+                try writeFile(top + "/a", [1, 2, 3])
+                guard available else {
+                    #expect(try statusJSON(top)["io_uring_queues"] as? Int == 0, "no ring without the kernel's support")
+                    return
+                }
+                #expect(try statusJSON(top)["io_uring_requests"] as? Int ?? 0 > 0, "the mount serves through the ring")
+                try "N".write(toFile: Self.parameter, atomically: false, encoding: .utf8)
+                // A request from each CPU: each queue's armed entry takes one, and its commit is refused.
+                let cpus = Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))
+                for cpu in 0..<cpus {
+                    let r = try run("/usr/bin/taskset", ["-c", "\(cpu)", "/usr/bin/ls", "-l", top + "/"], timeout: 20)
+                    #expect(!r.timedOut, "ls on CPU \(cpu) hung")
+                }
+                #expect(mounts[0].daemon.wait(timeout: 20), "the daemon ended the mount")
+                #expect(mounts[0].log.contains("the kernel refused queue"), "\(mounts[0].log)")
                 #expect(!MountTable.isMounted(top))
             }
         }

@@ -43,7 +43,25 @@ final class FuseRing: @unchecked Sendable {
         return p
     }()
     var repliesInPlace: UInt64 { wrapfs_counter_load(inPlace) }
+    /// Big reads served by bulk threads (see `isBulk`).
+    var bulkReads: Int { bulk.locked { bulkTaken } }
     var queueCount: Int { queues.count }
+    /// Big reads waiting for a bulk thread (see `isBulk`), in a fixed ring as long as every entry
+    /// there is, so handing one over allocates nothing; `bulkTaken` counts those taken, for the
+    /// watchdog to see them stuck.
+    private let bulk = Monitor()
+    private var bulkWaiting: [Entry?] = []
+    private var bulkHead = 0
+    private var bulkCount = 0
+    private var bulkTaken = 0
+    private var bulkThreads = 0
+    private var bulkStopping = false
+    /// Queues whose commands the kernel refused after serving (see `drain`).
+    private let refused: UnsafeMutablePointer<UInt64> = {
+        let p = UnsafeMutablePointer<UInt64>.allocate(capacity: 1)
+        p.initialize(to: 0)
+        return p
+    }()
     /// Nonzero once `stop` began (ends the watchdog).
     private let stopping: UnsafeMutablePointer<UInt64> = {
         let p = UnsafeMutablePointer<UInt64>.allocate(capacity: 1)
@@ -180,6 +198,7 @@ final class FuseRing: @unchecked Sendable {
             prepared.append(queue)
         }
         queues = prepared
+        bulkWaiting = Array(repeating: nil, count: prepared.count * Self.depth)
         return true
     }
 
@@ -203,6 +222,7 @@ final class FuseRing: @unchecked Sendable {
             running.enter()
             if !startThread("wrapfs-ring-sub", { [self] in submitForOthers(queue); running.leave() }) { running.leave() }
         }
+        for _ in queues { startBulkThread(se) }
         running.enter()
         if !startThread("wrapfs-ring-watch", { [self] in watch(OpaquePointer(bitPattern: seBits)!); running.leave() }) { running.leave() }
     }
@@ -212,6 +232,7 @@ final class FuseRing: @unchecked Sendable {
         guard !queues.isEmpty else { return }
         wrapfs_counter_add(stopping, 1)
         for queue in queues { queue.askSubmitter() }
+        bulk.locked { bulkStopping = true; bulk.broadcast() }
         var one: UInt64 = 1
         _ = write(stopFD, &one, 8)
         running.wait()
@@ -266,9 +287,20 @@ final class FuseRing: @unchecked Sendable {
             if result == -EINTR || result == -EAGAIN {
                 queue.lock.locked { pushCommand(entry) }
             } else if result < 0 {
-                // ENOTCONN: unmounted. Anything else: the kernel refused the ring.
-                if result != -ENOTCONN && wrapfs_counter_load(served) == 0 {
-                    log.warning("--io-uring: the kernel refused the ring (\(String(cString: strerror(-result)))): requests keep using /dev/fuse")
+                // ENOTCONN: unmounted. Anything else: the kernel refused the ring, at the start
+                // or (EOPNOTSUPP once root turns enable_uring off) on a later commit, which
+                // leaves that request unanswered: the kernel has no other way back for it.
+                if result != -ENOTCONN {
+                    if wrapfs_counter_load(served) == 0 {
+                        log.warning("--io-uring: the kernel refused the ring (\(String(cString: strerror(-result)))): requests keep using /dev/fuse")
+                    } else if wrapfs_counter_add_fetch(refused, 1) == 1 {
+                        // Requests the ring took can only be answered through it, and new ones
+                        // go nowhere else: their callers would wait, unkillable, until the
+                        // connection ends. So the daemon ends it, as SIGTERM does (the kernel
+                        // aborts the connection when /dev/fuse closes; they get ENOTCONN).
+                        log.error("--io-uring: the kernel refused queue \(queue.id)'s commands (\(String(cString: strerror(-result))); was /sys/module/fuse/parameters/enable_uring turned off?): ending the mount, as its requests can no longer be answered")
+                        kill(getpid(), SIGTERM)
+                    }
                 }
                 wrapfs_counter_add(queue.stopped, 1)
                 return
@@ -279,8 +311,63 @@ final class FuseRing: @unchecked Sendable {
                 if wrapfs_ring_unsubmitted(queue.ring) > 0, queue.isOwnThread {
                     _ = wrapfs_ring_enter(queue.ring, 0)
                 }
-                dispatch(entry, se)
+                if isBulk(entry) { handOver(entry) } else { dispatch(entry, se) }
             }
+        }
+    }
+
+    /// Whether `entry` holds a big read (read-ahead's). Its queue thread is pinned to the
+    /// reader's CPU and yields to the reader, so a big read served there would leave the reader
+    /// and the reading taking turns on one CPU; a bulk thread, free to run on any, reads the next
+    /// part of the file while the reader copies the last (as /dev/fuse's several workers do).
+    private func isBulk(_ entry: Entry) -> Bool {
+        let header = UnsafeRawPointer(entry.header)
+        // The opcode in the request's header, fuse_read_in's size in its argument area.
+        return header.load(fromByteOffset: 4, as: UInt32.self) == 15
+            && header.load(fromByteOffset: 128 + 16, as: UInt32.self) >= Self.bulkSize
+    }
+    static let bulkSize: UInt32 = 64 * 1024
+    /// Bulk threads at most: one per queue to start, more when big reads wait with none taken
+    /// (a read may wait for a lock whose holder waits for another read).
+    static let maxBulkThreads = 8
+
+    private func handOver(_ entry: Entry) {
+        bulk.locked {
+            bulkWaiting[(bulkHead + bulkCount) % bulkWaiting.count] = entry
+            bulkCount += 1
+            bulk.broadcast()
+        }
+    }
+
+    private func startBulkThread(_ se: OpaquePointer) {
+        guard bulk.locked({ () -> Bool in
+            guard bulkThreads < Self.maxBulkThreads else { return false }
+            bulkThreads += 1
+            return true
+        }) else { return }
+        let seBits = UInt(bitPattern: se)
+        running.enter()
+        if !startThread("wrapfs-ring-bulk", { [self] in serveBulk(OpaquePointer(bitPattern: seBits)!); running.leave() }) {
+            bulk.locked { bulkThreads -= 1 }
+            running.leave()
+        }
+    }
+
+    /// A bulk thread: serves the big reads the queue threads hand over until the ring stops.
+    private func serveBulk(_ se: OpaquePointer) {
+        while true {
+            let next: Entry? = bulk.locked {
+                while bulkCount == 0 && !bulkStopping { bulk.wait() }
+                guard !bulkStopping else { return nil }
+                let entry = bulkWaiting[bulkHead]
+                bulkWaiting[bulkHead] = nil
+                bulkHead = (bulkHead + 1) % bulkWaiting.count
+                bulkCount -= 1
+                bulkTaken += 1
+                return entry
+            }
+            guard let entry = next else { return }
+            dispatch(entry, se)
         }
     }
 
@@ -370,6 +457,7 @@ final class FuseRing: @unchecked Sendable {
         var boostedAt = [UInt64](repeating: 0, count: queues.count)
         var lastBusy: UInt64 = 0
         var heads = [UInt32?](repeating: nil, count: queues.count)
+        var bulkTakenBefore = -1
         var text = [UInt8](repeating: 0, count: 96)
         while wrapfs_counter_load(stopping) == 0 {
             usleep(wrapfs_monotonic_ns() &- lastBusy < 1_000_000_000 ? 5_000 : 20_000)
@@ -381,6 +469,11 @@ final class FuseRing: @unchecked Sendable {
                 if waiting && heads[i] == head { help(queue, se) }
                 heads[i] = waiting ? head : nil
             }
+            // Big reads waiting at the last look too, and none taken since: every bulk thread is
+            // held up in a handler.
+            let (bulkWaitingNow, taken) = bulk.locked { (bulkCount, bulkTaken) }
+            if bulkWaitingNow > 0 && taken == bulkTakenBefore { startBulkThread(se) }
+            bulkTakenBefore = bulkWaitingNow > 0 ? taken : -1
             for (i, queue) in queues.enumerated() where stats[i] >= 0 {
                 // "run_ns wait_ns timeslices"
                 let n = text.withUnsafeMutableBytes { pread(stats[i], $0.baseAddress, $0.count, 0) }

@@ -28,9 +28,10 @@ public struct LayerOptions {
     public var maxWrite = 1 << 20
     /// The kernel's read-ahead for the mount, KiB (0: leave the kernel's 128 KiB). FUSE caps
     /// the read-ahead the daemon may ask for at mount time by the 128 KiB default of the
-    /// mount's backing device; only its sysfs entry raises it. With 1 MiB a streaming reader
-    /// gets 1 MiB reads (decoded on several threads at once) instead of 128 KiB ones.
-    public var readAheadKiB = 1024
+    /// mount's backing device; only its sysfs entry raises it. With 4 MiB a streaming reader
+    /// gets 1 MiB reads (decoded on several threads at once) instead of 128 KiB ones, a few in
+    /// flight while it copies the last (docs/NOTES.md, session 27: 4 MiB against 1 MiB).
+    public var readAheadKiB = 4096
     /// Worker threads (0: libfuse's default).
     public var threads = 0
     /// Serve extended attributes. Without them the layer answers ENOSYS once and the kernel

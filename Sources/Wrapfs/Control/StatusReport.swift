@@ -40,6 +40,7 @@ extension Layer {
             "io_uring_queues": fuseRing?.queueCount ?? 0,
             "io_uring_requests": fuseRing?.requestsServed ?? 0,
             "io_uring_replies_in_place": fuseRing?.repliesInPlace ?? 0,
+            "io_uring_bulk_reads": fuseRing?.bulkReads ?? 0,
             "open_files": open.sorted { ($0["pid"] as! pid_t, $0["path"] as! String) < ($1["pid"] as! pid_t, $1["path"] as! String) },
         ]
     }
