@@ -297,7 +297,7 @@ final class FuseRing: @unchecked Sendable {
                         // Requests the ring took can only be answered through it, and new ones
                         // go nowhere else: their callers would wait, unkillable, until the
                         // connection ends. So the daemon ends it, as SIGTERM does (the kernel
-                        // aborts the connection when /dev/fuse closes; they get ENOTCONN).
+                        // aborts the connection when /dev/fuse closes; they get ECONNABORTED).
                         log.error("--io-uring: the kernel refused queue \(queue.id)'s commands (\(String(cString: strerror(-result))); was /sys/module/fuse/parameters/enable_uring turned off?): ending the mount, as its requests can no longer be answered")
                         kill(getpid(), SIGTERM)
                     }
@@ -323,12 +323,13 @@ final class FuseRing: @unchecked Sendable {
     private func isBulk(_ entry: Entry) -> Bool {
         let header = UnsafeRawPointer(entry.header)
         // The opcode in the request's header, fuse_read_in's size in its argument area.
-        return header.load(fromByteOffset: 4, as: UInt32.self) == 15
+        return header.load(fromByteOffset: 4, as: UInt32.self) == Self.opcodeRead
             && header.load(fromByteOffset: 128 + 16, as: UInt32.self) >= Self.bulkSize
     }
     static let bulkSize: UInt32 = 64 * 1024
+    static let opcodeRead: UInt32 = 15  // FUSE_READ
     /// Bulk threads at most: one per queue to start, more when big reads wait with none taken
-    /// (a read may wait for a lock whose holder waits for another read).
+    /// (a read held up by a slow lower file must not hold up reads of other files behind it).
     static let maxBulkThreads = 8
 
     private func handOver(_ entry: Entry) {
@@ -434,7 +435,7 @@ final class FuseRing: @unchecked Sendable {
         buf.mem = start
         buf.fd = -1
         // A read's reply body can be decoded where it is sent from (its request has no payload).
-        let isRead = opcode == 15
+        let isRead = opcode == Self.opcodeRead
         if isRead { ReplyRoom.offer(entry.payload, capacity: payloadCapacity) }
         fuse_session_process_buf(se, &buf)
         if isRead { ReplyRoom.withdraw() }
