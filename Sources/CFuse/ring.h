@@ -152,10 +152,12 @@ static inline int wrapfs_ring_push_poll(struct wrapfs_ring *r, int fd, uint64_t 
     return 0;
 }
 
+// Submissions queued and not yet taken by the kernel.
+static inline unsigned wrapfs_ring_unsubmitted(const struct wrapfs_ring *r) { return *r->sq_tail - __atomic_load_n(r->sq_head, __ATOMIC_ACQUIRE); }
+
 // Submits what is queued and, with `wait`, sleeps until a completion is there. >= 0 or -errno.
 static inline int wrapfs_ring_enter(struct wrapfs_ring *r, int wait) {
-    unsigned pending = *r->sq_tail - __atomic_load_n(r->sq_head, __ATOMIC_ACQUIRE);
-    long rc = syscall(__NR_io_uring_enter, r->fd, pending, wait ? 1 : 0, wait ? IORING_ENTER_GETEVENTS : 0, NULL, 0);
+    long rc = syscall(__NR_io_uring_enter, r->fd, wrapfs_ring_unsubmitted(r), wait ? 1 : 0, wait ? IORING_ENTER_GETEVENTS : 0, NULL, 0);
     return rc < 0 ? -errno : (int)rc;
 }
 
@@ -198,8 +200,6 @@ static inline int wrapfs_gettid(void) { return (int)syscall(SYS_gettid); }
 static inline unsigned wrapfs_ring_waiting(const struct wrapfs_ring *r) {
     return __atomic_load_n(r->cq_tail, __ATOMIC_ACQUIRE) - __atomic_load_n(r->cq_head, __ATOMIC_ACQUIRE);
 }
-// Submissions queued and not yet taken by the kernel.
-static inline unsigned wrapfs_ring_unsubmitted(const struct wrapfs_ring *r) { return *r->sq_tail - __atomic_load_n(r->sq_head, __ATOMIC_ACQUIRE); }
 static inline unsigned wrapfs_ring_head(const struct wrapfs_ring *r) { return __atomic_load_n(r->cq_head, __ATOMIC_ACQUIRE); }
 
 #endif

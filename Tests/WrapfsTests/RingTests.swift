@@ -76,8 +76,7 @@ struct RingTests {
     func readsInPlace(codec: String) throws {
         try Self.withKernelRing(true) { available in
             try withLayers([codec], extra: ["--io-uring"]) { top, _, _ in
-                var generator = SystemRandomNumberGenerator()
-                let bytes = (0..<(3 << 20) + 1234).map { _ in UInt8.random(in: 0...255, using: &generator) }
+                let bytes = pattern((3 << 20) + 1234)
                 try writeFile(top + "/f", bytes)
                 try dropCaches()
                 #expect(try readFile(top + "/f") == bytes, "read-ahead's page-aligned reads")

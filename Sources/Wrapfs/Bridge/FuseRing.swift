@@ -29,19 +29,21 @@ final class FuseRing: @unchecked Sendable {
     private let running = Pending()
     /// Written to stop the queue threads.
     private let stopFD: Int32
-    /// Requests served through the ring (for `wrapfs-mount status`).
-    private let served: UnsafeMutablePointer<UInt64> = {
-        let p = UnsafeMutablePointer<UInt64>.allocate(capacity: 1)
-        p.initialize(to: 0)
+    /// Relaxed counters other threads read and bump (C atomics on plain memory), in one block:
+    /// requests served through the ring (for `wrapfs-mount status`); replies whose body was
+    /// already in the entry's buffer (reads decoded there, see `ReplyRoom`); queues whose
+    /// commands the kernel refused after serving (see `drain`); nonzero once `stop` began (ends
+    /// the watchdog).
+    private let counters: UnsafeMutablePointer<UInt64> = {
+        let p = UnsafeMutablePointer<UInt64>.allocate(capacity: 4)
+        p.initialize(repeating: 0, count: 4)
         return p
     }()
+    private var served: UnsafeMutablePointer<UInt64> { counters }
+    private var inPlace: UnsafeMutablePointer<UInt64> { counters + 1 }
+    private var refused: UnsafeMutablePointer<UInt64> { counters + 2 }
+    private var stopping: UnsafeMutablePointer<UInt64> { counters + 3 }
     var requestsServed: UInt64 { wrapfs_counter_load(served) }
-    /// Replies whose body was already in the entry's buffer (reads decoded there, see `ReplyRoom`).
-    private let inPlace: UnsafeMutablePointer<UInt64> = {
-        let p = UnsafeMutablePointer<UInt64>.allocate(capacity: 1)
-        p.initialize(to: 0)
-        return p
-    }()
     var repliesInPlace: UInt64 { wrapfs_counter_load(inPlace) }
     /// Big reads served by bulk threads (see `isBulk`).
     var bulkReads: Int { bulk.locked { bulkTaken } }
@@ -56,18 +58,6 @@ final class FuseRing: @unchecked Sendable {
     private var bulkTaken = 0
     private var bulkThreads = 0
     private var bulkStopping = false
-    /// Queues whose commands the kernel refused after serving (see `drain`).
-    private let refused: UnsafeMutablePointer<UInt64> = {
-        let p = UnsafeMutablePointer<UInt64>.allocate(capacity: 1)
-        p.initialize(to: 0)
-        return p
-    }()
-    /// Nonzero once `stop` began (ends the watchdog).
-    private let stopping: UnsafeMutablePointer<UInt64> = {
-        let p = UnsafeMutablePointer<UInt64>.allocate(capacity: 1)
-        p.initialize(to: 0)
-        return p
-    }()
 
     /// A ring entry: where the kernel writes one request and reads its reply.
     final class Entry {
@@ -166,6 +156,8 @@ final class FuseRing: @unchecked Sendable {
         self.log = log
         stopFD = wrapfs_eventfd()
     }
+
+    deinit { counters.deallocate() }
 
     /// CPUs the kernel may run a caller on (it wants a queue for each before it uses the ring).
     static func possibleCPUs() -> Int {
