@@ -49,6 +49,8 @@ struct MountCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Kernel read-ahead of the mount in KiB (0: the kernel's 128 KiB), set in /sys/class/bdi when the daemon may write there.", valueName: "KiB"))
     var readAhead = 4096
     @Flag(help: "Do not offer readdirplus to the kernel.") var noReaddirplus = false
+    @Flag(help: "Answer the kernel's opendir and releasedir with a lower directory stream per open (by default, with --coherence open, the kernel opens directories without asking and keeps listings until the directory's mtime changes; each listing resumes the lower directory at the kernel's cookie).")
+    var directoryHandles = false
     @Option(help: ArgumentHelp("Most descriptors the daemon may hold (default: as many as the system allows). Near the limit (a reserve of a quarter, at most 2,048, is kept for open files) the kernel is asked to forget files nothing uses.", valueName: "N"))
     var maxDescriptors: Int?
     @Flag(help: "Store every write before acknowledging it (by default a write of 64 KiB or more is acknowledged first while the lower file system has 64 MiB more free, so the writer's next copy overlaps the store; a store that fails later fails every write to the file until fsync or close reports it).")
@@ -155,6 +157,9 @@ struct MountCommand: ParsableCommand {
         options.ioUring = ioUring
         options.writeBehind = !noWriteBehind
         options.daemonClearsSetID = !kernelClearsSetid
+        // Without handles nothing checks read permission at opendir but the kernel (under
+        // default_permissions) or root's own privileges.
+        options.directoryHandles = directoryHandles || !(geteuid() == 0 || fuse.contains("default_permissions"))
         if isVolume { options.hiddenRootNames = [VolumeFile.name] }
         umask(0)  // modes come from the kernel with the caller's umask applied
         let layers: [Layer]

@@ -83,6 +83,10 @@ struct StatusCommand: ParsableCommand {
             line("             " + errors.keys.sorted().map { "\($0) \(errors[$0]!)" }.joined(separator: ", "))
         }
         line("listings:    \(r["listed_without_attributes"] ?? 0) names the kernel held given without attributes")
+        if let handles = r["directory_handles"] as? Bool {
+            line(handles ? "directories: opened with a handle each (OPENDIR, RELEASEDIR)"
+                 : "directories: opened by the kernel without asking; \(r["listings_resumed_by_seek"] ?? 0) listing requests reopened the lower directory at a cookie")
+        }
         line("writes:      \(r["writes_acknowledged_before_stored"] ?? 0) acknowledged before they were stored")
         if let queues = r["io_uring_queues"] as? Int, queues > 0 {
             line("io_uring:    \(queues) queues, \(r["io_uring_requests"] ?? 0) requests served through them, \(r["io_uring_replies_in_place"] ?? 0) replies decoded in place, \(r["io_uring_bulk_reads"] ?? 0) big reads on bulk threads")

@@ -474,11 +474,13 @@ struct OperationsTests {
 
     /// rm -rf, find and du open each directory twice in a row; the second readdirplus need not
     /// look every entry up again while the kernel still holds the first one's answers.
+    /// With directory handles: without them (aes-gcm's default) the kernel answers an unchanged
+    /// directory's second listing from its readdir cache and asks the daemon nothing.
     @Test("a directory listed twice in a row: the second listing names known files without attributes, stat and unlink still right; attribute timeout 0 always gives attributes",
           arguments: ["identity", "aes-gcm"])
     func relistingKnownEntries(codec: String) throws {
         for timeout in ["5", "0"] {
-            try withLayers([codec], extra: ["--attr-timeout", timeout, "--entry-timeout", timeout]) { top, _, _ in
+            try withLayers([codec], extra: ["--attr-timeout", timeout, "--entry-timeout", timeout, "--directory-handles"]) { top, _, _ in
                 let dir = top + "/d"
                 #expect(mkdir(dir, 0o755) == 0)
                 for i in 0..<60 { try writeFile(dir + "/f\(i)", pattern(i * 100)) }
@@ -523,6 +525,116 @@ struct OperationsTests {
                 if timeout != "0" { #expect(try counts().lookups == beforeRemoval.lookups) }
                 #expect(list().isEmpty && access(dir, F_OK) == -1)
             }
+        }
+    }
+
+    /// Every name in the directory stream `d` from here on, without "." and "..".
+    static func rest(_ d: OpaquePointer, upTo limit: Int = .max) -> [String] {
+        var names: [String] = []
+        while names.count < limit, let e = readdir(d) {
+            let name = withUnsafePointer(to: e.pointee.d_name) { String(cString: UnsafeRawPointer($0).assumingMemoryBound(to: CChar.self)) }
+            if name != "." && name != ".." { names.append(name) }
+        }
+        return names
+    }
+
+    @Test("directories open without OPENDIR or RELEASEDIR: interleaved and abandoned listings, entries changing mid-listing, listings pushed out of the parked streams, rewinddir and fsync behave as on the lower directory; --directory-handles keeps the handles",
+          .timeLimit(.minutes(4)), arguments: ["rot", "aes-gcm"])
+    func handlelessDirectories(codec: String) throws {
+        try withLayers([codec]) { top, _, _ in
+            func count(_ op: String) throws -> Int {
+                let j = try statusJSON(top)
+                return (j["operations"] as? [[String: Any]] ?? []).first { $0["name"] as? String == op }?["count"] as? Int ?? 0
+            }
+            // 36 directories of 600 long names: each listing takes several requests.
+            let dirs = (0..<36).map { top + "/dir\($0)" }
+            for dir in dirs {
+                #expect(mkdir(dir, 0o755) == 0)
+                for i in 0..<600 { #expect(close(open(dir + "/a-long-enough-name-for-few-per-request-\(i)", O_CREAT | O_WRONLY, 0o644)) == 0) }
+            }
+            let all = Set((0..<600).map { "a-long-enough-name-for-few-per-request-\($0)" })
+            if let d = opendir(top) { closedir(d) }  // the one OPENDIR: answered ENOSYS
+            let opensBefore = try count("opendir")
+            #expect(opensBefore == 1)
+            // Two listings of one directory, interleaved; names added and removed half-way.
+            guard let a = opendir(dirs[0]), let b = opendir(dirs[0]) else { Issue.record("opendir failed"); return }
+            var seenA = Self.rest(a, upTo: 300), seenB = Self.rest(b, upTo: 100)
+            let removed = Set(all.subtracting(seenA).subtracting(seenB).sorted().prefix(50))
+            for name in removed { #expect(unlink(dirs[0] + "/" + name) == 0) }
+            for i in 0..<50 { #expect(close(open(dirs[0] + "/added-\(i)", O_CREAT | O_WRONLY, 0o644)) == 0) }
+            seenB += Self.rest(b, upTo: 250)
+            seenA += Self.rest(a)
+            seenB += Self.rest(b)
+            let untouched = all.subtracting(removed)
+            for seen in [seenA, seenB] {
+                #expect(Set(seen).count == seen.count, "a name listed twice")
+                #expect(untouched.isSubset(of: Set(seen)), "\(untouched.subtracting(Set(seen)).count) untouched names missing")
+                #expect(Set(seen).subtracting(all).allSatisfy { $0.hasPrefix("added-") })
+            }
+            // rewinddir starts a fresh listing: the changes show.
+            rewinddir(a)
+            #expect(Set(Self.rest(a)) == untouched.union((0..<50).map { "added-\($0)" }))
+            closedir(a); closedir(b)
+            // 35 listings begun, then finished: more than the parked streams hold, so some resume
+            // by reopening the lower directory at their cookie. An abandoned one changes nothing.
+            let seeksBefore = try statusJSON(top)["listings_resumed_by_seek"] as? Int ?? -1
+            let streams = dirs.dropFirst().compactMap { opendir($0) }
+            #expect(streams.count == 35)
+            var partial = streams.map { Self.rest($0, upTo: 200) }
+            if let abandoned = opendir(dirs[1]) { _ = Self.rest(abandoned, upTo: 10); closedir(abandoned) }
+            for (i, d) in streams.enumerated() {
+                partial[i] += Self.rest(d)
+                #expect(partial[i].count == 600 && Set(partial[i]) == all, "\(dirs[i + 1]): \(partial[i].count) names")
+                closedir(d)
+            }
+            let j = try statusJSON(top)
+            #expect(j["directory_handles"] as? Bool == false)
+            #expect((j["listings_resumed_by_seek"] as? Int ?? -1) > seeksBefore, "no listing was pushed out: the seek path went untested")
+            // fsync on a directory descriptor.
+            let fd = open(dirs[0], O_RDONLY | O_DIRECTORY)
+            #expect(fd >= 0 && fsync(fd) == 0 && fdatasync(fd) == 0)
+            close(fd)
+            // None of the 38 opendir calls above reached the daemon.
+            #expect(try count("opendir") == opensBefore && count("releasedir") == 0)
+        }
+        // Handles stay when asked for, and under explicit coherence (identity's default).
+        for extra in [["--directory-handles"], ["--coherence", "explicit"]] {
+            try withLayers([codec], extra: extra) { top, _, _ in
+                for _ in 0..<3 { if let d = opendir(top) { closedir(d) } }
+                let j = try statusJSON(top)
+                let ops = j["operations"] as? [[String: Any]] ?? []
+                #expect(j["directory_handles"] as? Bool == true)
+                #expect((ops.first { $0["name"] as? String == "releasedir" }?["count"] as? Int ?? 0) >= 3)
+            }
+        }
+    }
+
+    @Test("without directory handles the kernel keeps an unchanged listing (no READDIR), and a lower directory changed behind the layer lists afresh once the attribute timeout has passed")
+    func keptListings() throws {
+        try withLayers(["identity"], extra: ["--coherence", "open", "--attr-timeout", "1"]) { top, lower, _ in
+            func readdirs() throws -> Int {
+                let ops = try statusJSON(top)["operations"] as? [[String: Any]] ?? []
+                return ops.filter { ($0["name"] as? String ?? "").hasPrefix("readdir") }.reduce(0) { $0 + ($1["count"] as? Int ?? 0) }
+            }
+            func list() -> Set<String> {
+                guard let d = opendir(top + "/d") else { return [] }
+                defer { closedir(d) }
+                return Set(Self.rest(d))
+            }
+            #expect(mkdir(top + "/d", 0o755) == 0)
+            for i in 0..<20 { try writeFile(top + "/d/f\(i)", [1]) }
+            let names = Set((0..<20).map { "f\($0)" })
+            #expect(list() == names)
+            let before = try readdirs()
+            #expect(list() == names && list() == names)
+            #expect(try readdirs() == before, "an unchanged directory was read from the daemon again")
+            // Through the mount: the kernel drops its copy at once.
+            #expect(unlink(top + "/d/f0") == 0)
+            #expect(list() == names.subtracting(["f0"]))
+            // Behind the layer: seen once the directory's attributes are due again.
+            try writeFile(lower + "/d/behind", [2])
+            usleep(1_300_000)
+            #expect(list() == names.subtracting(["f0"]).union(["behind"]))
         }
     }
 

@@ -48,6 +48,11 @@ public final class Layer {
     /// FUSE over io_uring, once INIT set it up (`LayerOptions.ioUring`). Written once, before
     /// any request comes through it.
     var fuseRing: FuseRing?
+    /// The kernel opens directories without asking (`LayerOptions.directoryHandles` off): set
+    /// while INIT is served, before any other request.
+    var handlelessDirectories = false
+    /// Lower directory streams between the requests of handle-less listings.
+    let listingStreams = ListingStreams()
     /// Whether a write may be acknowledged before it is stored (identity streaming writes).
     let writeBehind: WriteBehind
 

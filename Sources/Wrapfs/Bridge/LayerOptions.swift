@@ -49,6 +49,17 @@ public struct LayerOptions {
     /// `security.capability` before every write(2), and the layer clears them by the VFS's
     /// current rules (see `Layer.modeWithoutSetID`).
     public var daemonClearsSetID = true
+    /// Open a lower directory stream for each directory the kernel opens (OPENDIR/RELEASEDIR).
+    /// Without them (FUSE_NO_OPENDIR_SUPPORT, when the kernel offers it) the kernel opens and
+    /// closes directories without asking, two requests less per listing, and each listing reads
+    /// the lower directory from the kernel's cookie (`ListingStreams`). The kernel then also
+    /// keeps listings (its readdir cache) until the directory changes through the mount or its
+    /// mtime does, which it checks when the attribute timeout has passed only with `.open`
+    /// coherence: under `.explicit` handles stay whatever this says, so that a lower directory
+    /// changed behind the layer lists afresh. And only where opening checks nothing the listing
+    /// would not: `wrapfs-mount` keeps them for a daemon that is not root under no
+    /// `default_permissions` (its own unreadable directory must fail at opendir).
+    public var directoryHandles = true
     /// Offer readdirplus (names with attributes in one reply) to the kernel.
     public var readdirPlus = true
     /// With a codec that changes no byte (identity), take WRITE data by splice and move it to the

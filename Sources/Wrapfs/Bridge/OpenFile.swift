@@ -62,8 +62,9 @@ struct DirectoryEntry {
     let next: off_t
 }
 
-/// One open of a directory: a lower DIR stream and the entries read from it so far, so that
-/// the kernel resuming at any cookie it was given costs a lookup, not a re-read.
+/// One open of a directory (or, without directory handles, one listing: `ListingStreams`): a
+/// lower DIR stream and the entries read from it so far, so that the kernel resuming at any
+/// cookie it was given costs a lookup, not a re-read.
 final class OpenDirectory: FileHandleObject {
     let stream: OpaquePointer
     let lock = Mutex()
@@ -73,9 +74,19 @@ final class OpenDirectory: FileHandleObject {
     var indexAfter: [off_t: Int] = [:]
     var exhausted = false
     /// The layer's root, where its own files are hidden.
-    var isRoot = false
+    let isRoot: Bool
 
-    init(stream: OpaquePointer) { self.stream = stream }
+    /// Opens `inode`'s lower directory for reading.
+    init(_ inode: Inode, isRoot: Bool) throws {
+        let fd = try inode.fd.reopen(O_RDONLY | O_DIRECTORY)
+        guard let stream = fdopendir(fd.rawValue) else {
+            let e = Errno.current
+            fd.close()
+            throw e
+        }
+        self.stream = stream
+        self.isRoot = isRoot
+    }
     deinit { closedir(stream) }
 
     /// Forgets what was read and positions the stream at `cookie` (0: the start, re-read).
@@ -86,7 +97,4 @@ final class OpenDirectory: FileHandleObject {
         if cookie == 0 { rewinddir(stream) } else { seekdir(stream, Int(cookie)) }
         indexAfter[cookie] = 0
     }
-
-    /// The open directory `fi.fh` holds (opendir always sets one).
-    static func of(_ fi: UnsafeMutablePointer<fuse_file_info>) -> OpenDirectory { from(fi)! }
 }

@@ -106,6 +106,9 @@ extension Layer {
         } else {
             conn.pointee.want &= ~UInt32(FUSE_CAP_SPLICE_READ)
         }
+        // Answering ENOSYS to the first OPENDIR then stops OPENDIR and RELEASEDIR for good.
+        handlelessDirectories = !options.directoryHandles && options.coherence == .open
+            && conn.pointee.capable & UInt32(FUSE_CAP_NO_OPENDIR_SUPPORT) != 0
         if options.posixACLs && options.extendedAttributes && conn.pointee.capable & UInt32(FUSE_CAP_POSIX_ACL) != 0 {
             conn.pointee.want |= UInt32(FUSE_CAP_POSIX_ACL)
             kernelEnforcesACLs = true

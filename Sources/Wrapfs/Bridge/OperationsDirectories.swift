@@ -1,23 +1,18 @@
-// Operations on directories: opendir, readdir and readdirplus (resuming at kernel cookies), releasedir.
+// Operations on directories: opendir, readdir and readdirplus (resuming at kernel cookies), releasedir, fsyncdir.
 import Glibc
 import CFuse
 
 extension Layer {
     func opendir(_ req: fuse_req_t, _ ino: fuse_ino_t, _ fi: UnsafeMutablePointer<fuse_file_info>) {
+        // The kernel takes this as success and opens every directory without asking from now on.
+        if handlelessDirectories { fuse_reply_err(req, ENOSYS); return }
         if isShadowRoot(ino) {
             ShadowListing().attach(fi)
             if fuse_reply_open(req, fi) != 0 { ShadowListing.detach(fi) }
             return
         }
         serve(req) {
-            let fd = try inodes.inode(ino).fd.reopen(O_RDONLY | O_DIRECTORY)
-            guard let stream = fdopendir(fd.rawValue) else {
-                let e = Errno.current
-                fd.close()
-                throw e
-            }
-            let d = OpenDirectory(stream: stream)
-            d.isRoot = ino == FUSE_ROOT_ID
+            let d = try OpenDirectory(inodes.inode(ino), isRoot: ino == FUSE_ROOT_ID)
             d.attach(fi)
             if fuse_reply_open(req, fi) != 0 { OpenDirectory.detach(fi) }
         }
@@ -31,8 +26,13 @@ extension Layer {
     func fsyncdir(_ req: fuse_req_t, _ ino: fuse_ino_t, _ dataOnly: Bool, _ fi: UnsafeMutablePointer<fuse_file_info>) {
         if isShadowRoot(ino) { fuse_reply_err(req, 0); return }
         serve(req) {
-            let d = OpenDirectory.of(fi)
-            try FileDescriptor(rawValue: dirfd(d.stream)).sync(dataOnly: dataOnly)
+            if let d = OpenDirectory.from(fi) {
+                try FileDescriptor(rawValue: dirfd(d.stream)).sync(dataOnly: dataOnly)
+            } else {
+                let fd = try inodes.inode(ino).fd.reopen(O_RDONLY | O_DIRECTORY)
+                defer { fd.close() }
+                try fd.sync(dataOnly: dataOnly)
+            }
             fuse_reply_err(req, 0)
         }
     }
@@ -43,8 +43,30 @@ extension Layer {
     func readdir(_ req: fuse_req_t, _ ino: fuse_ino_t, _ size: Int, _ off: off_t,
                  _ fi: UnsafeMutablePointer<fuse_file_info>, plus: Bool) {
         if isShadowRoot(ino) { return shadowReaddir(req, size, off, fi) }
-        let d = OpenDirectory.of(fi)
         let parent = inodes.inode(ino)
+        let handle = OpenDirectory.from(fi)
+        var open = handle
+        if open == nil, off != 0, let resumed = listingStreams.take(parent, resumingAt: off) {
+            guard case .stream(let stream) = resumed else {
+                fuse_reply_buf(req, nil, 0)  // the listing ended at this cookie
+                return
+            }
+            open = stream
+        }
+        if open == nil {
+            do {
+                open = try OpenDirectory(parent, isRoot: ino == FUSE_ROOT_ID)
+                if off != 0 { stats.listingSought() }
+            } catch {
+                let e = (error as? Errno)?.rawValue ?? EIO
+                stats.failed(Operation.current, errno: e)
+                fuse_reply_err(req, e)
+                return
+            }
+        }
+        let d = open!
+        var ended = false
+        var lastCookie = off
         let buf = UnsafeMutablePointer<CChar>.allocate(capacity: size)
         defer { buf.deallocate() }
         var used = 0
@@ -63,6 +85,7 @@ extension Layer {
                 if index == d.entries.count {
                     if d.exhausted || !readMore(d) {
                         if !d.exhausted { failure = errno }
+                        ended = d.exhausted
                         break
                     }
                     continue
@@ -107,9 +130,12 @@ extension Layer {
                 }
                 if entrySize > room { break }  // the next call starts with this entry again
                 used += entrySize
+                lastCookie = ent.next
                 index += 1
             }
         }
+        // A handle-less listing goes on at the last cookie of this reply; an empty reply ends it.
+        if handle == nil && used > 0 { listingStreams.park(d, of: parent, ended: ended ? lastCookie : nil) }
         if failure != 0 && used == 0 {
             fuse_reply_err(req, failure)
         } else {

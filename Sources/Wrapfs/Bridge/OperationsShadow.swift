@@ -67,8 +67,9 @@ extension Layer {
     /// The shim root's listing: "." and "..", then the entries as they were when the listing
     /// began (cookie = position + 1).
     func shadowReaddir(_ req: fuse_req_t, _ size: Int, _ off: off_t, _ fi: UnsafeMutablePointer<fuse_file_info>) {
-        guard let listing = ShadowListing.from(fi) else { fuse_reply_err(req, EBADF); return }
-        if off == 0 { listing.snapshot = [(Array(".".utf8), 1, S_IFDIR), (Array("..".utf8), 1, S_IFDIR)] + shadows!.list().map { ($0.name, $0.ino, S_IFREG) } }
+        // Without directory handles each request lists the entries afresh.
+        let listing = ShadowListing.from(fi) ?? ShadowListing()
+        if off == 0 || fi.pointee.fh == 0 { listing.snapshot = [(Array(".".utf8), 1, S_IFDIR), (Array("..".utf8), 1, S_IFDIR)] + shadows!.list().map { ($0.name, $0.ino, S_IFREG) } }
         let buf = UnsafeMutablePointer<CChar>.allocate(capacity: size)
         defer { buf.deallocate() }
         var used = 0

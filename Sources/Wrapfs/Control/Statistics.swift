@@ -31,7 +31,7 @@ final class Statistics: @unchecked Sendable {
     static let buckets = 48 * 4
     private static let perOperation = 2 + buckets  // count, errors, histogram
     /// Counters beside the per-operation ones: the codec's bytes and failures, and two of the layer's shortcuts.
-    private enum Tally: Int, CaseIterable { case plainEncoded, bytesEncoded, bytesDecoded, plainDecoded, decodeFailures, encodeFailures, listedKnown, wroteBehind }
+    private enum Tally: Int, CaseIterable { case plainEncoded, bytesEncoded, bytesDecoded, plainDecoded, decodeFailures, encodeFailures, listedKnown, wroteBehind, listingSeeks }
     private static let errnoSlots = 160
 
     private let counters: UnsafeMutablePointer<UInt64>
@@ -78,6 +78,8 @@ final class Statistics: @unchecked Sendable {
     func encodeFailed() { wrapfs_counter_add(counters + tallyBase + Tally.encodeFailures.rawValue, 1) }
     /// A readdirplus entry named without attributes because the kernel had them (`Layer.readdir`).
     func listedKnown() { wrapfs_counter_add(counters + tallyBase + Tally.listedKnown.rawValue, 1) }
+    /// A handle-less listing resumed by reopening the lower directory at a cookie (`ListingStreams`).
+    func listingSought() { wrapfs_counter_add(counters + tallyBase + Tally.listingSeeks.rawValue, 1) }
     /// A write acknowledged before it was stored (`WriteBehind`).
     func wroteBehind() { wrapfs_counter_add(counters + tallyBase + Tally.wroteBehind.rawValue, 1) }
 
@@ -134,6 +136,7 @@ final class Statistics: @unchecked Sendable {
     var encodeFailures: UInt64 { load(.encodeFailures) }
     var listedKnownCount: UInt64 { load(.listedKnown) }
     var wroteBehindCount: UInt64 { load(.wroteBehind) }
+    var listingSeekCount: UInt64 { load(.listingSeeks) }
     private func load(_ c: Tally) -> UInt64 { wrapfs_counter_load(counters + tallyBase + c.rawValue) }
 
     /// Error replies by errno name (those that happened).

@@ -36,6 +36,8 @@ extension Layer {
             "decode_failures": stats.decodeFailures,
             "encode_failures": stats.encodeFailures,
             "listed_without_attributes": stats.listedKnownCount,
+            "directory_handles": !handlelessDirectories,
+            "listings_resumed_by_seek": stats.listingSeekCount,
             "writes_acknowledged_before_stored": stats.wroteBehindCount,
             "io_uring_queues": fuseRing?.queueCount ?? 0,
             "io_uring_requests": fuseRing?.requestsServed ?? 0,
