@@ -31,7 +31,7 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
-        .testTarget(name: "WrapfsTests", dependencies: ["Wrapfs", "Codecs", "CFuse"]),
+        .testTarget(name: "WrapfsTests", dependencies: ["Wrapfs", "Codecs", "CFuse", "COpenSSL"]),
     ],
     swiftLanguageModes: [.v5]
 )

@@ -1,10 +1,52 @@
 // Unit tests of the layer's pure helpers (no mount needed).
+import COpenSSL
 import Foundation
 import Testing
 import Wrapfs
 
 @Suite("Units")
 struct UnitTests {
+    @Test("the composed AES-SIV of names gives OpenSSL's AES-256-SIV bytes for every name length under random keys, opens them, and refuses any flipped bit")
+    func composedSIV() throws {
+        var generator = SystemRandomNumberGenerator()
+        guard let cipher = wrapfs_siv_cipher() else { Issue.record("OpenSSL has no AES-256-SIV"); return }
+        defer { EVP_CIPHER_free(cipher) }
+        for _ in 0..<8 {
+            let key = (0..<64).map { _ in UInt8.random(in: 0...255, using: &generator) }
+            guard let fast = wrapfs_siv_composed_new(key), let reference = wrapfs_siv_contexts_new(cipher, key) else {
+                Issue.record("no contexts"); return
+            }
+            defer { wrapfs_siv_composed_free(fast); wrapfs_siv_contexts_free(reference) }
+            /// Seals (`encrypt` 1) or opens `data` (tag, then the text) with `body`'s contexts, in place.
+            func run(_ encrypt: Int32, _ data: inout [UInt8], _ plain: inout [UInt8],
+                     _ body: (Int32, UnsafePointer<UInt8>, Int32, UnsafeMutablePointer<UInt8>, UnsafeMutablePointer<UInt8>) -> Int32) -> Bool {
+                let n = plain.count
+                return data.withUnsafeMutableBufferPointer { d in
+                    plain.withUnsafeMutableBufferPointer { p in
+                        encrypt == 1 ? body(1, p.baseAddress!, Int32(n), d.baseAddress! + 16, d.baseAddress!) == 1
+                                     : body(0, d.baseAddress! + 16, Int32(n), p.baseAddress!, d.baseAddress!) == 1
+                    }
+                }
+            }
+            let composed = { wrapfs_siv_composed_with(fast, $0, $1, $2, $3, $4) }
+            let openssl = { wrapfs_siv_with(reference, $0, $1, $2, $3, $4) }
+            for n in Array(1...300) + [511, 512, 513, 1000, 4095, 4200] {
+                var name = (0..<n).map { _ in UInt8.random(in: 0...255, using: &generator) }
+                let original = name
+                var expected = [UInt8](repeating: 0, count: n + 16), got = expected
+                #expect(run(1, &expected, &name, openssl))
+                #expect(run(1, &got, &name, composed))
+                #expect(got == expected, "length \(n)")
+                var back = [UInt8](repeating: 0, count: n)
+                #expect(run(0, &got, &back, composed) && back == original)
+                let bit = Int.random(in: 0..<((n + 16) * 8), using: &generator)
+                got[bit / 8] ^= UInt8(1 << (bit % 8))
+                #expect(!run(0, &got, &back, composed), "length \(n), bit \(bit) flipped")
+                #expect(!run(0, &got, &back, openssl))
+            }
+        }
+    }
+
     @Test("base64url round-trips every length and matches Foundation's alphabet; only canonical spellings decode")
     func base64url() {
         var generator = SystemRandomNumberGenerator()
