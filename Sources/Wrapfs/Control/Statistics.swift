@@ -30,7 +30,7 @@ final class Statistics: @unchecked Sendable {
     /// Latency buckets: four per power of two of nanoseconds, up to 2^48 ns (3 days).
     static let buckets = 48 * 4
     private static let perOperation = 2 + buckets  // count, errors, histogram
-    /// Counters beside the per-operation ones: the codec's bytes and failures, and two of the layer's shortcuts.
+    /// Counters beside the per-operation ones: the codec's bytes and failures, and the layer's shortcuts.
     private enum Tally: Int, CaseIterable { case plainEncoded, bytesEncoded, bytesDecoded, plainDecoded, decodeFailures, encodeFailures, listedKnown, wroteBehind, listingSeeks }
     private static let errnoSlots = 160
 
