@@ -297,14 +297,17 @@ struct ShimTests {
 
     // MARK: shadow files
 
-    @Test("shadow files: ln -s makes a regular file that is the backing file: read, write, mmap, stat, rename, rm closes it")
-    func shadowFiles() throws {
+    @Test("shadow files: ln -s makes a regular file that is the backing file: read, write, mmap, stat, rename, rm closes it; with open coherence the root lists without directory handles",
+          arguments: ["explicit", "open"])
+    func shadowFiles(coherence: String) throws {
         let s = try Scratch("shadow")
         defer { s.remove() }
         let backing = s.path + "/backing.bin"
         try makePages(backing, 2, 0x41)
-        let shim = try Mounted.shim(try s.dir("shim"))
+        let point = try s.dir("shim")
+        let shim = try Mounted(point: point, arguments: ["--shim", point, "-f", "--coherence", coherence])
         defer { shim.unmount() }
+        #expect(try statusJSON(point)["directory_handles"] as? Bool == (coherence == "explicit"))
         let entry = shim.point + "/data"
         #expect(symlink(backing, entry) == 0)
         var st = try statOf(entry)

@@ -54,17 +54,12 @@ extension Layer {
             open = stream
         }
         if open == nil {
-            do {
+            serve(req) {  // replies to a failure
                 open = try OpenDirectory(parent, isRoot: ino == FUSE_ROOT_ID)
                 if off != 0 { stats.listingSought() }
-            } catch {
-                let e = (error as? Errno)?.rawValue ?? EIO
-                stats.failed(Operation.current, errno: e)
-                fuse_reply_err(req, e)
-                return
             }
         }
-        let d = open!
+        guard let d = open else { return }
         var ended = false
         var lastCookie = off
         let buf = UnsafeMutablePointer<CChar>.allocate(capacity: size)
