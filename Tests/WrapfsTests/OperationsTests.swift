@@ -609,6 +609,46 @@ struct OperationsTests {
         }
     }
 
+    /// Without OPENDIR nothing but the kernel's checks (default_permissions) or root's privileges
+    /// refuses opendir. A daemon of another user mounted without default_permissions must keep
+    /// the handles, so that its own unreadable directory fails at open, as on the lower directory.
+    @Test("a daemon that is not root (uid 65534, no default_permissions) keeps directory handles: opendir of its own unreadable directory fails as on the lower",
+          .timeLimit(.minutes(2)))
+    func nonRootDaemonKeepsDirectoryHandles() throws {
+        let s = try Scratch("nonroot")
+        defer { s.remove() }
+        #expect(chmod(s.path, 0o755) == 0)
+        let lower = try s.dir("lower"), point = try s.dir("mnt"), plain = try s.dir("plain")
+        for dir in [lower, point, plain] { #expect(chown(dir, 65534, 65534) == 0) }
+        // libfuse opens /dev/fuse as the daemon's user: give it the mode Debian's udev gives
+        // (containers often hand it over 0600), and put the old one back.
+        var device = stat()
+        #expect(stat("/dev/fuse", &device) == 0)
+        let oldMode = device.st_mode & 0o7777
+        #expect(chmod("/dev/fuse", 0o666) == 0)
+        defer { chmod("/dev/fuse", oldMode) }
+        let asNobody = ["--reuid=65534", "--regid=65534", "--clear-groups"]
+        // rot: open coherence, under which a root daemon goes without handles.
+        let m = try Mounted(point: point, lower: lower, tool: "/usr/bin/setpriv",
+                            arguments: asNobody + [Build.mountTool, lower, point, "--codec", "rot", "-f"])
+        defer { m.unmount() }
+        // (Root itself cannot enter a mount of another user's without allow_other: cd as 65534.)
+        let probe = """
+            cd "$0" && mkdir closed && chmod 000 closed && /usr/bin/python3 -c 'import os
+            try:
+                os.close(os.open("closed", os.O_RDONLY | os.O_DIRECTORY)); print("opened")
+            except OSError as e:
+                print("refused", e.errno)'
+            """
+        let mounted = try run("/usr/bin/setpriv", asNobody + ["/bin/sh", "-c", probe, point])
+        let onPlain = try run("/usr/bin/setpriv", asNobody + ["/bin/sh", "-c", probe, plain])
+        #expect(onPlain.output == "refused \(EACCES)\n", "\(onPlain.output)")
+        #expect(mounted.output == onPlain.output, "through the mount: \(mounted.output)\n\(m.log)")
+        let status = try run("/usr/bin/setpriv", asNobody + [Build.mountTool, "status", point, "--json"])
+        let json = try JSONSerialization.jsonObject(with: Data(status.output.utf8)) as? [String: Any]
+        #expect(json?["directory_handles"] as? Bool == true, "\(status.output)")
+    }
+
     @Test("without directory handles the kernel keeps an unchanged listing (no READDIR), and a lower directory changed behind the layer lists afresh once the attribute timeout has passed")
     func keptListings() throws {
         try withLayers(["identity"], extra: ["--coherence", "open", "--attr-timeout", "1"]) { top, lower, _ in

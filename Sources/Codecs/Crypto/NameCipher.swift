@@ -25,6 +25,8 @@ final class NameCipher: @unchecked Sendable {
             pthread_key_create(&contexts) { wrapfs_siv_composed_free($0) }
         } else {
             pthread_key_create(&contexts) { wrapfs_siv_contexts_free($0) }
+            // The same names either way; only the speed differs. Said once, where the user sees it.
+            fputs("wrapfs: this OpenSSL's AES-256-SIV differs from the layer's composed one: names use OpenSSL's (slower)\n", stderr)
         }
     }
 
