@@ -114,7 +114,8 @@ struct FileServerTests {
           .timeLimit(.minutes(2)))
     func controlSocket() throws {
         var socketPath = ""
-        try withLayers(["identity"]) { top, _, mounts in
+        // allow_other and a reachable mount point: another user gets as far as the socket.
+        try withLayers(["identity"], extra: ["-o", "allow_other"]) { top, _, mounts in
             // The daemon prints the line just after the mount appears: wait for it.
             #expect(try eventually { mounts[0].log.contains("control socket of \(top): ") }, "\(mounts[0].log)")
             let mountLog = mounts[0].log
@@ -125,9 +126,17 @@ struct FileServerTests {
             #expect(st.st_mode & S_IFMT == S_IFSOCK && st.st_mode & 0o777 == 0o600)
             var dir = stat()
             #expect(stat((socketPath as NSString).deletingLastPathComponent, &dir) == 0 && dir.st_mode & 0o077 == 0)
-            // Another user cannot reach it (the directory and the socket are the daemon user's).
-            let other = try run("/usr/bin/setpriv", ["--reuid=65534", "--regid=65534", "--clear-groups", Build.mountTool, "status", top])
-            #expect(other.status != 0, "\(other.output)")
+            // Another user cannot reach it (the directory and the socket are the daemon user's),
+            // with a copy of the tool it can run wherever the checkout lies.
+            #expect(chmod((top as NSString).deletingLastPathComponent, 0o755) == 0)
+            let bin = try Scratch("tool")
+            defer { bin.remove() }
+            let tool = bin.path + "/wrapfs-mount"
+            #expect(chmod(bin.path, 0o755) == 0)
+            #expect(try run("/usr/bin/install", ["-m", "755", Build.mountTool, tool]).status == 0)  // by a child: no ETXTBSY
+            let other = try run("/usr/bin/setpriv", ["--reuid=65534", "--regid=65534", "--clear-groups", tool, "status", top])
+            #expect(other.status != 0 && (other.output.contains("does not answer on") || other.output.contains("refused the request")),
+                    "\(other.status): \(other.output)")
         }
         var st = stat()
         #expect(stat(socketPath, &st) == -1 && errno == ENOENT, "the socket outlived the mount")

@@ -628,9 +628,14 @@ struct OperationsTests {
         #expect(chmod("/dev/fuse", 0o666) == 0)
         defer { chmod("/dev/fuse", oldMode) }
         let asNobody = ["--reuid=65534", "--regid=65534", "--clear-groups"]
+        // A copy of the tool uid 65534 can run wherever the checkout lies (/root is 0700), made
+        // by a child: a descriptor open for writing in this process, inherited by a test's fork
+        // elsewhere, would fail the exec with ETXTBSY.
+        let tool = s.path + "/wrapfs-mount"
+        #expect(try run("/usr/bin/install", ["-m", "755", Build.mountTool, tool]).status == 0)
         // rot: open coherence, under which a root daemon goes without handles.
         let m = try Mounted(point: point, lower: lower, tool: "/usr/bin/setpriv",
-                            arguments: asNobody + [Build.mountTool, lower, point, "--codec", "rot", "-f"])
+                            arguments: asNobody + [tool, lower, point, "--codec", "rot", "-f"])
         defer { m.unmount() }
         // (Root itself cannot enter a mount of another user's without allow_other: cd as 65534.)
         let probe = """
@@ -644,7 +649,7 @@ struct OperationsTests {
         let onPlain = try run("/usr/bin/setpriv", asNobody + ["/bin/sh", "-c", probe, plain])
         #expect(onPlain.output == "refused \(EACCES)\n", "\(onPlain.output)")
         #expect(mounted.output == onPlain.output, "through the mount: \(mounted.output)\n\(m.log)")
-        let status = try run("/usr/bin/setpriv", asNobody + [Build.mountTool, "status", point, "--json"])
+        let status = try run("/usr/bin/setpriv", asNobody + [tool, "status", point, "--json"])
         let json = try JSONSerialization.jsonObject(with: Data(status.output.utf8)) as? [String: Any]
         #expect(json?["directory_handles"] as? Bool == true, "\(status.output)")
     }
