@@ -126,15 +126,12 @@ struct FileServerTests {
             #expect(st.st_mode & S_IFMT == S_IFSOCK && st.st_mode & 0o777 == 0o600)
             var dir = stat()
             #expect(stat((socketPath as NSString).deletingLastPathComponent, &dir) == 0 && dir.st_mode & 0o077 == 0)
-            // Another user cannot reach it (the directory and the socket are the daemon user's),
-            // with a copy of the tool it can run wherever the checkout lies.
+            // Another user cannot reach it (the directory and the socket are the daemon user's).
             #expect(chmod((top as NSString).deletingLastPathComponent, 0o755) == 0)
             let bin = try Scratch("tool")
             defer { bin.remove() }
-            let tool = bin.path + "/wrapfs-mount"
             #expect(chmod(bin.path, 0o755) == 0)
-            #expect(try run("/usr/bin/install", ["-m", "755", Build.mountTool, tool]).status == 0)  // by a child: no ETXTBSY
-            let other = try run("/usr/bin/setpriv", ["--reuid=65534", "--regid=65534", "--clear-groups", tool, "status", top])
+            let other = try runAsUid65534([try mountToolCopy(in: bin.path), "status", top])
             #expect(other.status != 0 && (other.output.contains("does not answer on") || other.output.contains("refused the request")),
                     "\(other.status): \(other.output)")
         }

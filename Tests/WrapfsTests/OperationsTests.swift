@@ -627,15 +627,10 @@ struct OperationsTests {
         let oldMode = device.st_mode & 0o7777
         #expect(chmod("/dev/fuse", 0o666) == 0)
         defer { chmod("/dev/fuse", oldMode) }
-        let asNobody = ["--reuid=65534", "--regid=65534", "--clear-groups"]
-        // A copy of the tool uid 65534 can run wherever the checkout lies (/root is 0700), made
-        // by a child: a descriptor open for writing in this process, inherited by a test's fork
-        // elsewhere, would fail the exec with ETXTBSY.
-        let tool = s.path + "/wrapfs-mount"
-        #expect(try run("/usr/bin/install", ["-m", "755", Build.mountTool, tool]).status == 0)
+        let tool = try mountToolCopy(in: s.path)
         // rot: open coherence, under which a root daemon goes without handles.
-        let m = try Mounted(point: point, lower: lower, tool: "/usr/bin/setpriv",
-                            arguments: asNobody + [tool, lower, point, "--codec", "rot", "-f"])
+        let m = try Mounted(point: point, lower: lower, tool: asUid65534[0],
+                            arguments: asUid65534.dropFirst() + [tool, lower, point, "--codec", "rot", "-f"])
         defer { m.unmount() }
         // (Root itself cannot enter a mount of another user's without allow_other: cd as 65534.)
         let probe = """
@@ -645,11 +640,11 @@ struct OperationsTests {
             except OSError as e:
                 print("refused", e.errno)'
             """
-        let mounted = try run("/usr/bin/setpriv", asNobody + ["/bin/sh", "-c", probe, point])
-        let onPlain = try run("/usr/bin/setpriv", asNobody + ["/bin/sh", "-c", probe, plain])
+        let mounted = try runAsUid65534(["/bin/sh", "-c", probe, point])
+        let onPlain = try runAsUid65534(["/bin/sh", "-c", probe, plain])
         #expect(onPlain.output == "refused \(EACCES)\n", "\(onPlain.output)")
         #expect(mounted.output == onPlain.output, "through the mount: \(mounted.output)\n\(m.log)")
-        let status = try run("/usr/bin/setpriv", asNobody + [tool, "status", point, "--json"])
+        let status = try runAsUid65534([tool, "status", point, "--json"])
         let json = try JSONSerialization.jsonObject(with: Data(status.output.utf8)) as? [String: Any]
         #expect(json?["directory_handles"] as? Bool == true, "\(status.output)")
     }

@@ -34,7 +34,7 @@ struct PermissionsTests {
     ]
 
     static func asNobody(_ script: String, in dir: String) throws -> CommandResult {
-        try run("/usr/bin/setpriv", ["--reuid=65534", "--regid=65534", "--clear-groups", "/bin/sh", "-c", script], cwd: dir)
+        try runAsUid65534(["/bin/sh", "-c", script], cwd: dir)
     }
 
     @Test("uid 65534 can read and change exactly what the modes allow, as on the lower directory",

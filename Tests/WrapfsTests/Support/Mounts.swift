@@ -127,6 +127,25 @@ func run(_ tool: String, _ args: [String], cwd: String? = nil, timeout: Double =
     return CommandResult(status: timedOut ? -1 : exit, output: text, timedOut: timedOut)
 }
 
+/// setpriv's arguments that run a command as uid and gid 65534 with no supplementary groups.
+let asUid65534 = ["/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+
+/// Runs `command` as uid 65534 (`cwd` is entered before the switch, as root).
+@discardableResult
+func runAsUid65534(_ command: [String], cwd: String? = nil) throws -> CommandResult {
+    try run(asUid65534[0], Array(asUid65534.dropFirst()) + command, cwd: cwd)
+}
+
+/// A copy of wrapfs-mount in `dir` (which must be 0755) that uid 65534 can run wherever the
+/// checkout lies (/root is 0700). Made by a child: a descriptor open for writing in this process,
+/// inherited by another test's fork, would fail the exec with ETXTBSY.
+func mountToolCopy(in dir: String) throws -> String {
+    let tool = dir + "/wrapfs-mount"
+    let r = try run("/usr/bin/install", ["-m", "755", Build.mountTool, tool])
+    guard r.status == 0 else { throw MountFailure(description: "cannot copy the tool: \(r.output)") }
+    return tool
+}
+
 /// A scratch directory removed at the end.
 final class Scratch {
     let path: String
