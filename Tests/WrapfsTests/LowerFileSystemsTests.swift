@@ -45,7 +45,8 @@ struct LowerFileSystemsTests {
                 try FileManager.default.createDirectory(atPath: reference, withIntermediateDirectories: true)
                 let checker = DifferentialChecker(subject: top, reference: reference, seed: 77)
                 checker.subjectAllocates = kind != "bindfs"  // bindfs has no fallocate,
-                checker.subjectRenamesWithFlags = kind != "bindfs"  // nor rename flags
+                checker.subjectRenamesWithFlags = kind != "bindfs"  // nor rename flags,
+                checker.subjectMakesTemporaryFiles = kind != "bindfs"  // nor O_TMPFILE
                 try checker.run(operations: 2000)
             }
         }

@@ -216,7 +216,8 @@ struct ShimTests {
         for codec in ["identity", "gzip", "aes-gcm"] {
             try withLayers([codec], lowerIn: volume.mounts[0]) { top, _, _ in
                 let checker = DifferentialChecker(subject: top, reference: try reference.dir("plain-\(codec)"), seed: 91)
-                checker.subjectRenamesWithFlags = false  // GlusterFS's FUSE client has no rename flags
+                checker.subjectRenamesWithFlags = false  // GlusterFS's FUSE client has no rename flags,
+                checker.subjectMakesTemporaryFiles = false  // nor O_TMPFILE
                 try checker.run(operations: 1500)
             }
         }
@@ -290,7 +291,8 @@ struct ShimTests {
             checker.subjectAllocates = false  // sshfs has no fallocate,
             checker.subjectRenamesWithFlags = false  // nor rename flags,
             checker.subjectCountsLinks = false  // nor link counts (SFTP has none),
-            checker.subjectReadsSlashedLinks = false  // nor readlink of "../x" (EPERM from sshfs itself)
+            checker.subjectReadsSlashedLinks = false  // nor readlink of "../x" (EPERM from sshfs itself),
+            checker.subjectMakesTemporaryFiles = false  // nor O_TMPFILE
             try checker.run(operations: 1500)
         }
     }

@@ -418,6 +418,7 @@ final class FuseRing: @unchecked Sendable {
         start.copyMemory(from: header, byteCount: 40)
         (start + 40).copyMemory(from: header + 128, byteCount: argumentSize)
         WriteKillsSetID.note(request: start, length: length)
+        TemporaryFileRequest.rewrite(request: start, length: length)
         entry.requestPayload = payloadSize
         entry.stagedCount = -1
         entry.slots[1] = 2

@@ -292,10 +292,23 @@ public final class Layer {
 
     /// Gives a new entry the caller's ownership when the daemon serves others as root.
     func adoptOwnership(_ req: fuse_req_t, parent: Inode, lowerName: UnsafePointer<CChar>) {
-        guard runsAsRoot, let ctx = fuse_req_ctx(req)?.pointee, ctx.uid != 0 || ctx.gid != 0 else { return }
+        guard let (uid, gid) = callerOwnership(req, parent: parent) else { return }
+        _ = fchownat(parent.fd.rawValue, lowerName, uid, gid, AT_SYMLINK_NOFOLLOW)
+    }
+
+    /// `adoptOwnership` for a new file that has no name (O_TMPFILE).
+    func adoptOwnership(_ req: fuse_req_t, parent: Inode, file: FileDescriptor) {
+        guard let (uid, gid) = callerOwnership(req, parent: parent) else { return }
+        try? file.chown(uid: uid, gid: gid)
+    }
+
+    /// The owner and group a new entry in `parent` takes from the caller (the group stays the
+    /// directory's under set-group-ID), or nil when the daemon leaves them as they are.
+    private func callerOwnership(_ req: fuse_req_t, parent: Inode) -> (uid_t, gid_t)? {
+        guard runsAsRoot, let ctx = fuse_req_ctx(req)?.pointee, ctx.uid != 0 || ctx.gid != 0 else { return nil }
         let parentStat = try? parent.fd.stat()
         let gid = (parentStat.map { $0.st_mode & S_ISGID != 0 } ?? false) ? gid_t.max : ctx.gid
-        _ = fchownat(parent.fd.rawValue, lowerName, ctx.uid, gid, AT_SYMLINK_NOFOLLOW)
+        return (ctx.uid, gid)
     }
 
     /// Notes that the kernel will know `e`'s file as `name` in directory `parent` (its node ID in

@@ -48,6 +48,7 @@ extension Layer {
     func create(_ req: fuse_req_t, _ parent: fuse_ino_t, _ name: UnsafePointer<CChar>, _ mode: mode_t,
                 _ fi: UnsafeMutablePointer<fuse_file_info>) {
         if isShadowRoot(parent) { return shadowRefuse(req, "creating a file") }
+        if TemporaryFileRequest.isUnnamed(name) { return createUnnamed(req, parent, mode, fi) }
         serve(req) {
             let dir = inodes.inode(parent)
             let lname = try lowerNameForNew(name, in: dir)
@@ -72,6 +73,35 @@ extension Layer {
                 var entry = e
                 if fuse_reply_create(req, &entry, fi) != 0 { letGo(fi) }
             }
+        }
+    }
+
+    /// open(2) with O_TMPFILE: an unnamed lower file in the lower directory (as ext4 or tmpfs
+    /// makes it, so a lower file system without O_TMPFILE refuses it with its own errno), which
+    /// linkat(2) may name later through `link`, and which goes away at its last close otherwise.
+    private func createUnnamed(_ req: fuse_req_t, _ parent: fuse_ino_t, _ mode: mode_t, _ fi: UnsafeMutablePointer<fuse_file_info>) {
+        serve(req) {
+            let dir = inodes.inode(parent)
+            let mode = creationMode(req, mode, in: dir)
+            // O_EXCL: never to be linked; the lower file system enforces it too.
+            let (fd, readable) = try openLower(flags: fi.pointee.flags) { f in
+                try dir.fd.openAt(".", (f & ~O_NOFOLLOW) | wrapfs_o_tmpfile | (fi.pointee.flags & O_EXCL), mode: mode)
+            }
+            let e: fuse_entry_param
+            do {
+                adoptOwnership(req, parent: dir, file: fd)
+                // The inode's own descriptor, as every inode's: O_PATH, and linkable through /proc.
+                let path = try fd.reopen(O_PATH)
+                let st: stat
+                do { st = try lowerStat(path) } catch { path.close(); throw error }
+                e = try entryParameters(inodes.remember(fd: path, stat: st), st)
+            } catch { fd.close(); throw error }
+            let inode = inodes.inode(e.ino)
+            inode.recordLacksCapability()  // a file just made has no capabilities
+            let file = OpenFile(fd: fd, inode: inode, flags: fi.pointee.flags, readable: readable, opener: Opener(req, registry: openFiles))
+            hold(file, fi)
+            var entry = e
+            if fuse_reply_create(req, &entry, fi) != 0 { letGo(fi) }
         }
     }
 

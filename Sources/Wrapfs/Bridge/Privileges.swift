@@ -57,6 +57,25 @@ enum WriteKillsSetID {
     }
 }
 
+/// FUSE_TMPFILE (Linux 6.4+, open(2) with O_TMPFILE) has no handler in libfuse 3.14, which would
+/// answer ENOSYS and make the kernel refuse O_TMPFILE for the mount's lifetime. Its request is
+/// laid out as FUSE_CREATE's (fuse_create_in, then the name, "/" for an unnamed file, which no
+/// real name can be) and wants the same reply, so it is handed to libfuse as a CREATE, and
+/// `Layer.create` makes an unnamed lower file for the name "/".
+enum TemporaryFileRequest {
+    static let opcodeTmpfile: UInt32 = 51
+    static let opcodeCreate: UInt32 = 35
+
+    /// Turns the request at `request` (/dev/fuse's layout) into a CREATE if it is a TMPFILE.
+    static func rewrite(request: UnsafeMutableRawPointer, length: Int) {
+        guard length >= 40, request.loadUnaligned(fromByteOffset: 4, as: UInt32.self) == opcodeTmpfile else { return }
+        request.storeBytes(of: opcodeCreate, toByteOffset: 4, as: UInt32.self)
+    }
+
+    /// Whether a CREATE's name is the one the kernel gives an unnamed file.
+    static func isUnnamed(_ name: UnsafePointer<CChar>) -> Bool { name[0] == 0x2F && name[1] == 0 }
+}
+
 extension Layer {
     /// Reads and writes `se`'s /dev/fuse descriptor through the handshake above. libfuse keeps
     /// splicing (its splice calls are passed on unchanged). With `--io-uring` the INIT reply also
@@ -71,6 +90,7 @@ extension Layer {
             let handshake = Unmanaged<Layer>.fromOpaque(userdata).takeUnretainedValue().privileges
             let opcode = buf.loadUnaligned(fromByteOffset: 4, as: UInt32.self)
             WriteKillsSetID.note(request: buf, length: n)
+            TemporaryFileRequest.rewrite(request: buf, length: n)
             if handshake.awaitingInit && opcode == PrivilegeHandshake.opcodeInit {
                 handshake.initUnique = buf.loadUnaligned(fromByteOffset: 8, as: UInt64.self)
                 handshake.offered = buf.loadUnaligned(fromByteOffset: 52, as: UInt32.self) & PrivilegeHandshake.handleKillprivV2 != 0

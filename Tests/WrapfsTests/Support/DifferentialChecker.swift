@@ -49,8 +49,9 @@ struct DifferenceFound: Error, CustomStringConvertible {
 /// Runs random operations on `subject` (a mount) and `reference` (a plain directory) and stops
 /// at the first result that differs. Operations: writes across page boundaries, appends,
 /// truncates up and down, holes, hole punching, mmap writes and reads, renames (plain, NOREPLACE,
-/// EXCHANGE), hard links, unlink of open files, symlinks, mkdir/rmdir, chmod, fsync,
-/// SEEK_DATA/SEEK_HOLE, and directories read in small pieces.
+/// EXCHANGE), hard links, unnamed files (O_TMPFILE) and linkat of open files, unlink of open
+/// files, symlinks, mkdir/rmdir, chmod, fsync, SEEK_DATA/SEEK_HOLE, and directories read in
+/// small pieces.
 final class DifferentialChecker {
     let roots: [String]
     var rng: SplitMix64
@@ -70,6 +71,9 @@ final class DifferentialChecker {
     var subjectRenamesWithFlags = true
     /// Whether the subject's lower file system counts hard links (sshfs: SFTP has no link count).
     var subjectCountsLinks = true
+    /// Whether the subject's lower file system makes unnamed files (O_TMPFILE): ext4 and tmpfs
+    /// do, GlusterFS's FUSE client, sshfs and bindfs do not.
+    var subjectMakesTemporaryFiles = true
     /// Whether readlink of a target with '/' works on the subject's lower file system (sshfs
     /// 3.7.3 fails it with EPERM, with or without the layer).
     var subjectReadsSlashedLinks = true
@@ -191,6 +195,7 @@ final class DifferentialChecker {
 
     private func openFile() throws {
         if fds.count >= 10 { closeFile() }
+        if subjectMakesTemporaryFiles && chance(0.1) { return try openTemporaryFile() }
         let path = randomPath()
         let flags = pick([O_RDWR, O_RDWR | O_CREAT, O_WRONLY | O_CREAT | O_APPEND, O_RDWR | O_APPEND | O_CREAT, O_RDONLY,
                           O_RDWR | O_CREAT | O_EXCL, O_RDWR | O_TRUNC, O_WRONLY | O_CREAT | O_TRUNC, O_WRONLY | O_CREAT])
@@ -201,6 +206,20 @@ final class DifferentialChecker {
             return .of(fd >= 0 ? 0 : fd)
         }
         if opened.count == 2 { fds.append((opened, path, flags)) } else { opened.forEach { close($0) } }
+    }
+
+    /// An unnamed file (O_TMPFILE) in a random directory, written and read like the others until
+    /// `linkPath` may name it.
+    private func openTemporaryFile() throws {
+        let d = pick(dirs)
+        let flags = pick([O_RDWR, O_WRONLY, O_RDWR | O_EXCL])
+        var opened: [Int32] = []
+        try compare("open O_TMPFILE in '\(d)' flags \(String(flags, radix: 8))") { side in
+            let fd = wrapfs_open(roots[side] + "/" + d, wrapfs_o_tmpfile | flags, 0o640)
+            if fd >= 0 { opened.append(fd) }
+            return .of(fd >= 0 ? 0 : fd)
+        }
+        if opened.count == 2 { fds.append((opened, "(unnamed in '\(d)')", flags)) } else { opened.forEach { close($0) } }
     }
 
     private func closeFile() {
@@ -340,6 +359,14 @@ final class DifferentialChecker {
     private func linkPath() throws {
         if !subjectCountsLinks { return }
         let a = randomPath(), b = randomPath()
+        if chance(0.3), let i = randomOpen() {
+            // A name for an open file: an unnamed one (unless opened O_EXCL), or one whose names
+            // are all gone (ENOENT), or another hard link.
+            try compare("linkat open \(fds[i].path) -> \(b)") { side in
+                .of(linkat(AT_FDCWD, "/proc/self/fd/\(fds[i].fd[side])", AT_FDCWD, roots[side] + "/" + b, AT_SYMLINK_FOLLOW))
+            }
+            return
+        }
         try compare("link \(a) -> \(b)") { side in .of(link(roots[side] + "/" + a, roots[side] + "/" + b)) }
     }
 

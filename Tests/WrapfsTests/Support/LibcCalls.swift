@@ -102,7 +102,7 @@ enum LibcCalls {
             log.call("openat dotdot", wrapfs_openat(dfd, "../sub/g", O_RDONLY, 0))
             close(dfd)
         },
-        LibcCall(name: "stat", calls: "stat, lstat, fstat, fstatat (AT_SYMLINK_NOFOLLOW, AT_EMPTY_PATH)") { d, log in
+        LibcCall(name: "stat", calls: "stat, lstat, fstat, fstatat (AT_SYMLINK_NOFOLLOW, wrapfs_AT_EMPTY_PATH)") { d, log in
             let f = d + "/f"
             let fd = open(f, O_CREAT | O_RDWR, 0o604)
             _ = pwrite(fd, bytes(10_000, 1), 10_000, 0)
@@ -403,6 +403,62 @@ enum LibcCalls {
             log.call("linkat follow", linkat(AT_FDCWD, d + "/sym", AT_FDCWD, d + "/followed", AT_SYMLINK_FOLLOW))
             lstat(d + "/followed", &st)
             log.note("followed type", String(st.st_mode & S_IFMT, radix: 8))
+        },
+        LibcCall(name: "O_TMPFILE", calls: "open O_TMPFILE (O_RDWR, O_WRONLY, O_EXCL), linkat by /proc/self/fd and AT_EMPTY_PATH") { d, log in
+            let fd = log.call("open", open(d, wrapfs_o_tmpfile | O_RDWR, 0o640))
+            guard fd >= 0 else { return }
+            let data = bytes(10_000, 20)
+            log.value("write", write(fd, data, data.count))
+            var st = stat()
+            fstat(fd, &st)
+            log.note("unnamed", "nlink \(st.st_nlink) size \(st.st_size) mode \(String(st.st_mode, radix: 8))")
+            var back = [UInt8](repeating: 0, count: 4000)
+            log.value("pread", pread(fd, &back, 4000, 3000))
+            log.note("read back", back == Array(data[3000..<7000]))
+            log.call("ftruncate", ftruncate(fd, 12_345))
+            if let m = mmap(nil, 8192, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0), m != MAP_FAILED {
+                memset(m + 100, 0x41, 5000)
+                log.call("msync", msync(m, 8192, MS_SYNC))
+                munmap(m, 8192)
+            }
+            log.note("listing before link", (try? FileManager.default.contentsOfDirectory(atPath: d).sorted()) ?? [])
+            log.call("linkat /proc/self/fd", linkat(AT_FDCWD, "/proc/self/fd/\(fd)", AT_FDCWD, d + "/named", AT_SYMLINK_FOLLOW))
+            log.call("linkat AT_EMPTY_PATH", linkat(fd, "", AT_FDCWD, d + "/again", wrapfs_AT_EMPTY_PATH))
+            log.call("linkat onto an existing name", linkat(fd, "", AT_FDCWD, d + "/named", wrapfs_AT_EMPTY_PATH))
+            fstat(fd, &st)
+            log.note("linked", "nlink \(st.st_nlink) size \(st.st_size)")
+            close(fd)
+            let r = open(d + "/again", O_RDONLY)
+            log.note("content by name", digest(readAll(r)))
+            close(r)
+            let w = log.call("open write-only", open(d, wrapfs_o_tmpfile | O_WRONLY, 0o600))
+            if w >= 0 {
+                log.value("write", write(w, data, 300))
+                log.call("linkat write-only", linkat(w, "", AT_FDCWD, d + "/wo", wrapfs_AT_EMPTY_PATH))
+                close(w)
+                let r = open(d + "/wo", O_RDONLY)
+                log.note("write-only content", digest(readAll(r)))
+                close(r)
+            }
+            let x = log.call("open O_EXCL", open(d, wrapfs_o_tmpfile | O_RDWR | O_EXCL, 0o600))
+            if x >= 0 {
+                log.call("linkat O_EXCL", linkat(x, "", AT_FDCWD, d + "/never", wrapfs_AT_EMPTY_PATH))
+                log.call("linkat O_EXCL by /proc", linkat(AT_FDCWD, "/proc/self/fd/\(x)", AT_FDCWD, d + "/never", AT_SYMLINK_FOLLOW))
+                close(x)
+            }
+            let unlinked = open(d, wrapfs_o_tmpfile | O_RDWR, 0o600)
+            _ = write(unlinked, data, data.count)
+            close(unlinked)
+            log.call("read-only", open(d, wrapfs_o_tmpfile | O_RDONLY, 0o600))
+            log.call("in a file", open(d + "/named", wrapfs_o_tmpfile | O_RDWR, 0o600))
+            log.call("in a missing directory", open(d + "/missing", wrapfs_o_tmpfile | O_RDWR, 0o600))
+            mkdir(d + "/sub", 0o755)
+            let s = log.call("in a subdirectory", open(d + "/sub", wrapfs_o_tmpfile | O_RDWR, 0o600))
+            if s >= 0 {
+                log.call("linkat into another directory", linkat(s, "", AT_FDCWD, d + "/moved", wrapfs_AT_EMPTY_PATH))
+                close(s)
+            }
+            log.note("listing", (try? FileManager.default.contentsOfDirectory(atPath: d).sorted()) ?? [])
         },
         LibcCall(name: "symlink", calls: "symlink, symlinkat, readlink, readlinkat") { d, log in
             let long = String(repeating: "t/", count: 500) + "end"
