@@ -165,6 +165,62 @@ static inline int wrapfs_fstat_fresh(int fd, struct stat *st) {
     return 0;
 }
 
+// FUSE_STATX's request argument and reply (FUSE 7.39, Linux 6.6; libfuse 3.14's headers predate
+// them), laid out as the kernel's fuse_statx_in and fuse_statx_out.
+struct wrapfs_statx_in { uint32_t getattr_flags, reserved; uint64_t fh; uint32_t sx_flags, sx_mask; };
+struct wrapfs_out_header { uint32_t len; int32_t error; uint64_t unique; };
+struct wrapfs_sx_time { int64_t tv_sec; uint32_t tv_nsec; int32_t reserved; };
+struct wrapfs_statx_out {
+    uint64_t attr_valid; uint32_t attr_valid_nsec, flags; uint64_t spare[2];
+    struct {
+        uint32_t mask, blksize; uint64_t attributes; uint32_t nlink, uid, gid; uint16_t mode, spare0;
+        uint64_t ino, size, blocks, attributes_mask;
+        struct wrapfs_sx_time atime, btime, ctime, mtime;
+        uint32_t rdev_major, rdev_minor, dev_major, dev_minor; uint64_t spare2[14];
+    } stat;
+};
+_Static_assert(sizeof(struct wrapfs_statx_in) == 24, "fuse_statx_in");
+_Static_assert(sizeof(struct wrapfs_statx_out) == 288, "fuse_statx_out");
+
+// statx(2) asking for the birth time: the mask the file system answered (or -1 and errno), and
+// the birth time where the mask has STATX_BTIME.
+static inline int wrapfs_statx_btime(int dirfd, const char *path, int flags, int64_t *sec, uint32_t *nsec) {
+    struct statx x;
+    if (syscall(SYS_statx, dirfd, path, flags, STATX_BASIC_STATS | STATX_BTIME, &x) != 0) return -1;
+    *sec = x.stx_btime.tv_sec;
+    *nsec = x.stx_btime.tv_nsec;
+    return (int)x.stx_mask;
+}
+
+// Fills a FUSE_STATX reply from the attributes the layer shows (`st`) and the birth time of the
+// lower file `fd` (an O_PATH descriptor), where its file system records one.
+static inline void wrapfs_statx_out_fill(struct wrapfs_statx_out *o, const struct stat *st, double timeout, int fd) {
+    memset(o, 0, sizeof *o);
+    o->attr_valid = (uint64_t)timeout;
+    o->attr_valid_nsec = (uint32_t)((timeout - (double)(uint64_t)timeout) * 1e9);
+    o->stat.mask = STATX_BASIC_STATS;
+    o->stat.blksize = (uint32_t)st->st_blksize;
+    o->stat.nlink = (uint32_t)st->st_nlink;
+    o->stat.uid = st->st_uid;
+    o->stat.gid = st->st_gid;
+    o->stat.mode = (uint16_t)st->st_mode;
+    o->stat.ino = st->st_ino;
+    o->stat.size = (uint64_t)st->st_size;
+    o->stat.blocks = (uint64_t)st->st_blocks;
+    o->stat.atime.tv_sec = st->st_atim.tv_sec; o->stat.atime.tv_nsec = (uint32_t)st->st_atim.tv_nsec;
+    o->stat.mtime.tv_sec = st->st_mtim.tv_sec; o->stat.mtime.tv_nsec = (uint32_t)st->st_mtim.tv_nsec;
+    o->stat.ctime.tv_sec = st->st_ctim.tv_sec; o->stat.ctime.tv_nsec = (uint32_t)st->st_ctim.tv_nsec;
+    o->stat.rdev_major = major(st->st_rdev); o->stat.rdev_minor = minor(st->st_rdev);
+    o->stat.dev_major = major(st->st_dev); o->stat.dev_minor = minor(st->st_dev);
+    struct statx x;
+    if (syscall(SYS_statx, fd, "", 0x1000 /* AT_EMPTY_PATH */ | AT_SYMLINK_NOFOLLOW, STATX_BTIME, &x) == 0
+        && (x.stx_mask & STATX_BTIME)) {
+        o->stat.mask |= STATX_BTIME;
+        o->stat.btime.tv_sec = x.stx_btime.tv_sec;
+        o->stat.btime.tv_nsec = x.stx_btime.tv_nsec;
+    }
+}
+
 // The file-system type of a descriptor's file system (statfs f_type).
 static inline long wrapfs_fs_type(int fd) {
     struct statfs sf;

@@ -62,6 +62,28 @@ struct LibcTests {
         }
     }
 
+    @Test("statx's birth time is the lower file's (FUSE_STATX, which libfuse 3.14 cannot serve)",
+          .timeLimit(.minutes(1)), arguments: ["identity", "aes-gcm"])
+    func birthTimes(codec: String) throws {
+        try withLayers([codec]) { top, lower, _ in
+            try writeDurably(top + "/f", [1, 2, 3])
+            sleep(1)  // past the attribute timeout, so the kernel asks the layer
+            var sec: Int64 = 0, nsec: UInt32 = 0
+            let mask = wrapfs_statx_btime(AT_FDCWD, top + "/f", 0, &sec, &nsec)
+            #expect(mask >= 0 && mask & 0x800 != 0, "no birth time through the mount: mask \(mask)")
+            let below = lowerFiles(lower)
+            #expect(below.count == 1)
+            if let file = below.first {
+                var lowerSec: Int64 = 0, lowerNsec: UInt32 = 0
+                #expect(wrapfs_statx_btime(AT_FDCWD, file, 0, &lowerSec, &lowerNsec) & 0x800 != 0)
+                #expect(sec == lowerSec && nsec == lowerNsec, "birth time \(sec).\(nsec) through the mount, \(lowerSec).\(lowerNsec) below")
+            }
+            // A stat that asks for no birth time still gets GETATTR's answer, sizes included.
+            var st = stat()
+            #expect(stat(top + "/f", &st) == 0 && st.st_size == 3)
+        }
+    }
+
     @Test("calls the layer cannot serve fail with their documented errno: ioctls other than its own ENOTTY",
           .timeLimit(.minutes(1)), arguments: ["identity", "aes-gcm"])
     func unsupported(codec: String) throws {

@@ -25,6 +25,8 @@ final class FuseRing: @unchecked Sendable {
     private let fuseFD: Int32
     private let payloadCapacity: Int
     private let log: Logger
+    /// Serves a request libfuse has no handler for (`StatxRequest`), set before `start`.
+    var serveStatx: ((UnsafeRawPointer, (UnsafePointer<iovec>, Int32) -> Void) -> Void)?
     private var queues: [Queue] = []
     private let running = Pending()
     /// Written to stop the queue threads.
@@ -423,6 +425,11 @@ final class FuseRing: @unchecked Sendable {
         entry.stagedCount = -1
         entry.slots[1] = 2
         wrapfs_store_release_u64(entry.slots, unique)
+        if StatxRequest.matches(start, length: length), let serveStatx {
+            serveStatx(start) { iov, count in _ = reply(entry, iov, Int(count)) }
+            finish(entry)
+            return
+        }
         var buf = fuse_buf()
         buf.size = length
         buf.mem = start

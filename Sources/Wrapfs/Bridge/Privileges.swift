@@ -1,4 +1,4 @@
-// The custom /dev/fuse I/O: INIT's extra flags (FUSE_HANDLE_KILLPRIV_V2, FUSE over io_uring), replies routed to ring entries, and the set-ID clearing rules.
+// The custom /dev/fuse I/O: INIT's extra flags (FUSE_HANDLE_KILLPRIV_V2, FUSE over io_uring), replies routed to ring entries, requests libfuse lacks (UnservedRequests.swift), and the set-ID clearing rules.
 import Glibc
 import CFuse
 
@@ -57,25 +57,6 @@ enum WriteKillsSetID {
     }
 }
 
-/// FUSE_TMPFILE (Linux 6.4+, open(2) with O_TMPFILE) has no handler in libfuse 3.14, which would
-/// answer ENOSYS and make the kernel refuse O_TMPFILE for the mount's lifetime. Its request is
-/// laid out as FUSE_CREATE's (fuse_create_in, then the name, "/" for an unnamed file, which no
-/// real name can be) and wants the same reply, so it is handed to libfuse as a CREATE, and
-/// `Layer.create` makes an unnamed lower file for the name "/".
-enum TemporaryFileRequest {
-    static let opcodeTmpfile: UInt32 = 51
-    static let opcodeCreate: UInt32 = 35
-
-    /// Turns the request at `request` (/dev/fuse's layout) into a CREATE if it is a TMPFILE.
-    static func rewrite(request: UnsafeMutableRawPointer, length: Int) {
-        guard length >= 40, request.loadUnaligned(fromByteOffset: 4, as: UInt32.self) == opcodeTmpfile else { return }
-        request.storeBytes(of: opcodeCreate, toByteOffset: 4, as: UInt32.self)
-    }
-
-    /// Whether a CREATE's name is the one the kernel gives an unnamed file.
-    static func isUnnamed(_ name: UnsafePointer<CChar>) -> Bool { name[0] == 0x2F && name[1] == 0 }
-}
-
 extension Layer {
     /// Reads and writes `se`'s /dev/fuse descriptor through the handshake above. libfuse keeps
     /// splicing (its splice calls are passed on unchanged). With `--io-uring` the INIT reply also
@@ -84,20 +65,29 @@ extension Layer {
     func installRequestIO(_ se: OpaquePointer) {
         var io = fuse_custom_io()
         io.read = { fd, buf, size, userdata in
-            let n = Glibc.read(fd, buf, size)
-            // fuse_in_header (40 bytes), then fuse_init_in: major, minor, max_readahead, flags.
-            guard n >= 56, let buf, let userdata else { return n }
-            let handshake = Unmanaged<Layer>.fromOpaque(userdata).takeUnretainedValue().privileges
-            let opcode = buf.loadUnaligned(fromByteOffset: 4, as: UInt32.self)
-            WriteKillsSetID.note(request: buf, length: n)
-            TemporaryFileRequest.rewrite(request: buf, length: n)
-            if handshake.awaitingInit && opcode == PrivilegeHandshake.opcodeInit {
-                handshake.initUnique = buf.loadUnaligned(fromByteOffset: 8, as: UInt64.self)
-                handshake.offered = buf.loadUnaligned(fromByteOffset: 52, as: UInt32.self) & PrivilegeHandshake.handleKillprivV2 != 0
-                // flags2 follows flags (FUSE 7.36).
-                handshake.ringOffered = n >= 60 && buf.loadUnaligned(fromByteOffset: 56, as: UInt32.self) & WRAPFS_FUSE_OVER_IO_URING_FLAGS2 != 0
+            while true {
+                let n = Glibc.read(fd, buf, size)
+                // fuse_in_header (40 bytes), then fuse_init_in: major, minor, max_readahead, flags.
+                guard n >= 56, let buf, let userdata else { return n }
+                let layer = Unmanaged<Layer>.fromOpaque(userdata).takeUnretainedValue()
+                // Answered here (libfuse has no handler); then on to the next request.
+                if StatxRequest.matches(buf, length: n) {
+                    // ENOENT from writev: the request was interrupted and is gone.
+                    layer.serveStatx(buf) { iov, count in _ = Glibc.writev(fd, iov, count) }
+                    continue
+                }
+                let handshake = layer.privileges
+                let opcode = buf.loadUnaligned(fromByteOffset: 4, as: UInt32.self)
+                WriteKillsSetID.note(request: buf, length: n)
+                TemporaryFileRequest.rewrite(request: buf, length: n)
+                if handshake.awaitingInit && opcode == PrivilegeHandshake.opcodeInit {
+                    handshake.initUnique = buf.loadUnaligned(fromByteOffset: 8, as: UInt64.self)
+                    handshake.offered = buf.loadUnaligned(fromByteOffset: 52, as: UInt32.self) & PrivilegeHandshake.handleKillprivV2 != 0
+                    // flags2 follows flags (FUSE 7.36).
+                    handshake.ringOffered = n >= 60 && buf.loadUnaligned(fromByteOffset: 56, as: UInt32.self) & WRAPFS_FUSE_OVER_IO_URING_FLAGS2 != 0
+                }
+                return n
             }
-            return n
         }
         io.writev = { fd, iov, count, userdata in
             guard let iov, let userdata, count >= 1, let header = iov[0].iov_base, iov[0].iov_len >= 16 else {
@@ -134,6 +124,7 @@ extension Layer {
             // The kernel took the INIT reply: the ring's commands are accepted from now on.
             if written >= 0, let sizes = startRing, let se = layer.session {
                 let ring = FuseRing(fuseFD: fd, maxWrite: sizes.maxWrite, maxPages: sizes.maxPages, log: layer.log)
+                ring.serveStatx = { [unowned layer] request, send in layer.serveStatx(request, send: send) }
                 if ring.prepare() {
                     layer.fuseRing = ring  // before any reply can come from a ring entry
                     ring.start(se)

@@ -4,7 +4,7 @@ import CFuse
 
 /// The FUSE operations the layer serves, as `status` names them.
 enum Operation: Int, CaseIterable {
-    case lookup, forget, getattr, setattr, access, statfs, mknod, mkdir, symlink, readlink, unlink, rmdir, rename, link
+    case lookup, forget, getattr, statx, setattr, access, statfs, mknod, mkdir, symlink, readlink, unlink, rmdir, rename, link
     case create, open, read, write, flush, release, fsync, fallocate, lseek, ioctl
     case opendir, readdir, readdirplus, releasedir, fsyncdir
     case setxattr, getxattr, listxattr, removexattr

@@ -124,6 +124,25 @@ enum LibcCalls {
             log.call("stat missing", stat(d + "/nope", &st))
             close(fd)
         },
+        LibcCall(name: "statx", calls: "statx with STATX_BTIME (birth time) of a file, a directory, a symlink, an open file") { d, log in
+            var before = timespec()
+            clock_gettime(CLOCK_REALTIME, &before)
+            let fd = open(d + "/f", O_CREAT | O_RDWR, 0o644)
+            _ = write(fd, "data", 4)
+            mkdir(d + "/dir", 0o755)
+            symlink("f", d + "/sym")
+            sleep(1)  // past the attribute timeout: the kernel asks the file system
+            for (name, flags) in [("f", 0), ("dir", 0), ("sym", Int32(AT_SYMLINK_NOFOLLOW)), ("", 0)] {
+                var sec: Int64 = 0, nsec: UInt32 = 0
+                let mask = wrapfs_statx_btime(AT_FDCWD, name.isEmpty ? d : d + "/" + name, flags, &sec, &nsec)
+                log.call("statx \(name)", mask)
+                log.note("birth time of \(name)", mask & 0x800 == 0 ? "none" : sec >= before.tv_sec - 1 && sec <= Int64(time(nil)) ? "recent" : "wrong: \(sec)")
+            }
+            var sec: Int64 = 0, nsec: UInt32 = 0
+            let mask = wrapfs_statx_btime(fd, "", wrapfs_AT_EMPTY_PATH, &sec, &nsec)
+            log.note("open file's birth time", mask & 0x800 == 0 ? "none" : "present")
+            close(fd)
+        },
         LibcCall(name: "unlinkat", calls: "unlink, unlinkat (AT_REMOVEDIR), rmdir") { d, log in
             close(open(d + "/f", O_CREAT | O_WRONLY, 0o644))
             mkdir(d + "/e", 0o755)
