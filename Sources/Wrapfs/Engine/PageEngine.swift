@@ -476,14 +476,24 @@ final class PageEngine {
             if !appending {
                 let all = 0..<pages
                 let writeTo = slotStart(first + Int64(pages - 1)) + Int64(encoded[pages - 1])
+                // Only the old last slot in the way, on a lower file system that gives a write its
+                // blocks as it takes it and overwrites allocated blocks in place: nothing to reserve.
+                // The part past the old end goes first (ENOSPC there leaves the old file whole, and
+                // is cut back), then the slot's old part, whose blocks are there already (a last
+                // slot is never a hole). This is every later write of a file that grows by writes
+                // not ending on a page (tar's 10 KiB records).
+                let lastSlotOnly = existing <= slotStart(first) + slotSize && overwritesInPlace(file)
                 try encoded.withUnsafeBufferPointer { lengths in
-                    // Exactly the bytes that will be written are reserved (a shrunk slot's tail is not:
-                    // past the end of file it could not be punched again).
-                    try forEachRun(room: room, first: first, encoded: lengths, pages: all) { _, lower, _ in
-                        try reserve(file, from: lower.lowerBound, to: lower.upperBound)
+                    if !lastSlotOnly {
+                        // Exactly the bytes that will be written are reserved (a shrunk slot's tail is not:
+                        // past the end of file it could not be punched again).
+                        try forEachRun(room: room, first: first, encoded: lengths, pages: all) { _, lower, _ in
+                            try reserve(file, from: lower.lowerBound, to: lower.upperBound)
+                        }
                     }
                     do {
-                        try writeSlots(file, buffer, room: room, first: first, encoded: lengths, pages: all, lastOfFile: lastOfFile)
+                        try writeSlots(file, buffer, room: room, first: first, encoded: lengths, pages: all, lastOfFile: lastOfFile,
+                                       pastFirst: lastSlotOnly && writeTo > existing ? existing : nil)
                     } catch {
                         // Without a reservation the lower disk may fill mid-write: what went past the old end goes.
                         if writeTo > existing { try? file.fd.truncate(to: existing) }
@@ -521,10 +531,21 @@ final class PageEngine {
     }
 
     /// Writes the runs of encoded slots among `pages`; a shrunk middle slot's tail is punched.
+    /// With `pastFirst`, the bytes from that lower offset on are written before those below it.
     private func writeSlots(_ file: LowerFile, _ buffer: UnsafeMutableRawBufferPointer, room: Int, first: Int64,
-                            encoded: UnsafeBufferPointer<Int>, pages: Range<Int>, lastOfFile: Int64) throws {
+                            encoded: UnsafeBufferPointer<Int>, pages: Range<Int>, lastOfFile: Int64, pastFirst split: Int64? = nil) throws {
+        if let split {
+            try forEachRun(room: room, first: first, encoded: encoded, pages: pages) { bytes, lower, _ in
+                guard lower.upperBound > split else { return }
+                let skip = Int(max(0, split - lower.lowerBound))
+                try file.fd.write(UnsafeRawBufferPointer(rebasing: buffer[(bytes.lowerBound + skip)..<bytes.upperBound]), at: lower.lowerBound + Int64(skip))
+            }
+        }
         try forEachRun(room: room, first: first, encoded: encoded, pages: pages) { bytes, lower, k in
-            try file.fd.write(UnsafeRawBufferPointer(rebasing: buffer[bytes]), at: lower.lowerBound)
+            let below = Int(min(lower.upperBound, split ?? lower.upperBound) - lower.lowerBound)
+            if below > 0 {
+                try file.fd.write(UnsafeRawBufferPointer(rebasing: buffer[bytes.lowerBound..<(bytes.lowerBound + below)]), at: lower.lowerBound)
+            }
             let index = first + Int64(k), e = encoded[k]
             if e < Int(slotSize) && index != lastOfFile {
                 // The slot shrank: its tail becomes a hole, so the saving shows on disk.
@@ -532,6 +553,18 @@ final class PageEngine {
                                       offset: slotStart(index) + Int64(e), length: slotSize - Int64(e))
             }
         }
+    }
+
+    /// Whether `file`'s file system allocates a write's blocks when it takes the write (a full disk
+    /// fails that write) and overwrites allocated blocks in place (no block needed): ext2/3/4 and
+    /// tmpfs. Not xfs (reflinked extents are copied on write), btrfs, f2fs, network or FUSE ones.
+    private func overwritesInPlace(_ file: LowerFile) -> Bool {
+        if let known = file.inode.lowerOverwritesInPlace { return known }
+        var fs = statfs()
+        guard fstatfs(file.fd.rawValue, &fs) == 0 else { return false }
+        let inPlace = fs.f_type == 0xEF53 || fs.f_type == 0x0102_1994
+        file.inode.lowerOverwritesInPlace = inPlace
+        return inPlace
     }
 
     /// Allocates the lower blocks of `from ..< to` before any slot there is written, so a full

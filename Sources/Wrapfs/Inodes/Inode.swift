@@ -104,6 +104,10 @@ public final class Inode {
     /// reading it for every getattr of a size-changing codec's file (and, for a last slot that
     /// gives no length, logging that again; see `PageEngine.logicalSize`). The page engine clears
     /// it before it writes (under the content lock, which readers of the size hold too).
+    /// Whether the lower file's file system overwrites in place (`PageEngine.overwritesInPlace`),
+    /// once asked. Read and written only by the page engine's stores, under the content lock.
+    var lowerOverwritesInPlace: Bool?
+
     var lastRecord: (lowerSize: Int64, plain: Int)? {
         get { headerLock.locked { cachedLastRecord } }
         set { headerLock.locked { cachedLastRecord = newValue } }

@@ -91,10 +91,20 @@ func readWhole(_ path: String) throws -> [UInt8] {
 
 /// Mounts a tmpfs of `megabytes` in a scratch directory for `body`, and always unmounts it.
 func withSizedTmpfs<R>(megabytes: Int, _ body: (_ dir: String, _ scratch: Scratch) throws -> R) throws -> R {
+    try withSmallFileSystem("tmpfs", megabytes: megabytes, body)
+}
+
+/// A file system of `kind` (tmpfs, or ext4 on a loop image without blocks reserved for root) of
+/// `megabytes`, mounted in a scratch directory for `body`, and always unmounted.
+func withSmallFileSystem<R>(_ kind: String, megabytes: Int, _ body: (_ dir: String, _ scratch: Scratch) throws -> R) throws -> R {
     let s = try Scratch("small")
     defer { s.remove() }
     let dir = try s.dir("fs")
-    try sh("mount -t tmpfs -o size=\(megabytes)m tmpfs '\(dir)'")
+    if kind == "ext4" {
+        try sh("truncate -s \(megabytes)M '\(s.path)/fs.img' && mkfs.ext4 -q -F -m 0 '\(s.path)/fs.img' && mount -o loop '\(s.path)/fs.img' '\(dir)'")
+    } else {
+        try sh("mount -t tmpfs -o size=\(megabytes)m tmpfs '\(dir)'")
+    }
     defer { _ = try? run("/bin/umount", ["-l", dir]) }
     return try body(dir, s)
 }
