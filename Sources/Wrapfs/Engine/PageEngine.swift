@@ -560,9 +560,9 @@ final class PageEngine {
     /// tmpfs. Not xfs (reflinked extents are copied on write), btrfs, f2fs, network or FUSE ones.
     private func overwritesInPlace(_ file: LowerFile) -> Bool {
         if let known = file.inode.lowerOverwritesInPlace { return known }
-        var fs = statfs()
-        guard fstatfs(file.fd.rawValue, &fs) == 0 else { return false }
-        let inPlace = fs.f_type == 0xEF53 || fs.f_type == 0x0102_1994
+        let type = wrapfs_fs_type(file.fd.rawValue)
+        guard type != 0 else { return false }  // not known: reserve, and ask again next time
+        let inPlace = type == 0xEF53 /* ext2/3/4 */ || type == 0x0102_1994 /* tmpfs */
         file.inode.lowerOverwritesInPlace = inPlace
         return inPlace
     }
