@@ -33,8 +33,10 @@ struct LibcTests {
     @Test("an O_TMPFILE file is unnamed below too: nothing in the lower directory until linkat names it (encrypted like any name), nothing after its last close",
           .timeLimit(.minutes(1)), arguments: ["identity", "aes-gcm"])
     func temporaryFiles(codec: String) throws {
-        try withLayers([codec]) { top, lower, _ in
-            let fd = open(top, wrapfs_o_tmpfile | O_RDWR, 0o600)
+        try withLayers([codec]) { top, lower, mounts in
+            let daemon = mounts[0].daemon.pid
+            let before = descriptorCount(daemon)
+            let fd = open(top, wrapfs_o_tmpfile | O_RDWR | O_CLOEXEC, 0o600)
             #expect(fd >= 0, "O_TMPFILE: errno \(errno)")
             guard fd >= 0 else { return }
             let secret = [UInt8](repeating: 0x53, count: 8192)
@@ -55,10 +57,19 @@ struct LibcTests {
             #expect(read(r, &back, back.count) == secret.count && back == secret)
             close(r)
             // Never named: gone with its last close, as on ext4.
-            let gone = open(top, wrapfs_o_tmpfile | O_RDWR, 0o600)
+            let gone = open(top, wrapfs_o_tmpfile | O_RDWR | O_CLOEXEC, 0o600)
             #expect(write(gone, secret, secret.count) == secret.count)
             close(gone)
             #expect(lowerFiles(lower).count == 1, "an unnamed file outlived its close: \(lowerFiles(lower))")
+            // Nor does the daemon keep them: once the kernel forgets them, their descriptors close.
+            // (O_CLOEXEC above: a child another test starts meanwhile must not keep one open.)
+            for _ in 0..<100 {
+                let f = open(top, wrapfs_o_tmpfile | O_RDWR | O_CLOEXEC, 0o600)
+                _ = write(f, secret, secret.count)
+                close(f)
+            }
+            // One more than before: the named file, which the kernel still knows.
+            #expect(try eventually { descriptorCount(daemon) <= before + 1 }, "\(descriptorCount(daemon)) descriptors, \(before) before: \(heldLowerFiles(daemon).suffix(5))")
         }
     }
 

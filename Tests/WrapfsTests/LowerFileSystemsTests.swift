@@ -17,7 +17,7 @@ func withLowerFileSystem(_ kind: String, _ body: (String, String) throws -> Void
     case "tmpfs":
         try sh("mount -t tmpfs -o size=512m tmpfs '\(dir)'")
     case "ext4":
-        try sh("truncate -s 256M '\(s.path)/ext4.img' && mkfs.ext4 -q -F '\(s.path)/ext4.img' && mount -o loop '\(s.path)/ext4.img' '\(dir)'")
+        try mountExt4Image(s.path + "/ext4.img", megabytes: 256, on: dir)
     case "ramfs":  // no extended attributes at all: ACL lookups fail with EOPNOTSUPP
         try sh("mount -t ramfs ramfs '\(dir)'")
     case "bindfs":

@@ -31,6 +31,10 @@ struct PermissionsTests {
         "rmdir d777/nobodydir/x", "rmdir d755", "chown 65534 d755/f644", "chgrp 0 d777/renamed",
         "setfattr -n user.k -v v d755/f644", "setfattr -n user.k -v v d777/renamed", "getfattr -n user.k d777/renamed",
         "test -w d755/f644", "test -r d755/f600", "test -x d700", "test -w d777/renamed",
+        // An unnamed file (O_TMPFILE) named through /proc: the listing below compares its owner.
+        "/usr/bin/python3 -c 'import os, ctypes; fd = os.open(\"d777\", os.O_TMPFILE | os.O_WRONLY, 0o640); os.write(fd, b\"t\"); "
+            + "assert ctypes.CDLL(None).linkat(-100, b\"/proc/self/fd/%d\" % fd, -100, b\"d777/unnamed\", 0x400) == 0'",
+        "/usr/bin/python3 -c 'import os; os.open(\"d755\", os.O_TMPFILE | os.O_WRONLY, 0o600)'",
     ]
 
     static func asNobody(_ script: String, in dir: String) throws -> CommandResult {

@@ -41,6 +41,11 @@ struct RingTests {
                 let scratch = try Scratch("ref")
                 defer { scratch.remove() }
                 try DifferentialChecker(subject: top, reference: try scratch.dir("plain"), seed: 21).run(operations: 2_500)
+                // STATX, which libfuse cannot serve, is answered from the ring's entry too.
+                try writeDurably(top + "/born", [1])
+                sleep(1)  // past the attribute timeout
+                var sec: Int64 = 0, nsec: UInt32 = 0
+                #expect(wrapfs_statx_btime(AT_FDCWD, top + "/born", 0, &sec, &nsec) & 0x800 != 0, "no birth time")
                 let status = try statusJSON(top)
                 let queues = status["io_uring_queues"] as? Int ?? -1
                 let served = status["io_uring_requests"] as? Int ?? -1

@@ -173,7 +173,12 @@ public final class Layer {
 
     /// Looks up the lower entry `lowerName` in `parent`, counting one kernel lookup.
     func entry(parent: Inode, lowerName: UnsafePointer<CChar>) throws -> fuse_entry_param {
-        let fd = try openForEntry(parent, lowerName)
+        try entry(opened: try openForEntry(parent, lowerName))
+    }
+
+    /// The entry for the lower file `fd` (O_PATH) holds, counting one kernel lookup; the inode
+    /// takes `fd` (closed if it cannot).
+    func entry(opened fd: FileDescriptor) throws -> fuse_entry_param {
         let st: stat
         do { st = try lowerStat(fd) } catch { fd.close(); throw error }
         return try entryParameters(inodes.remember(fd: fd, stat: st), st)

@@ -69,9 +69,7 @@ extension Layer {
                     try inode.content.writing { try engine.truncate(file.lower, to: 0) }
                     contentChanged(inode)
                 }
-                hold(file, fi)
-                var entry = e
-                if fuse_reply_create(req, &entry, fi) != 0 { letGo(fi) }
+                replyCreated(req, e, file, fi)
             }
         }
     }
@@ -91,18 +89,19 @@ extension Layer {
             do {
                 adoptOwnership(req, parent: dir, file: fd)
                 // The inode's own descriptor, as every inode's: O_PATH, and linkable through /proc.
-                let path = try fd.reopen(O_PATH)
-                let st: stat
-                do { st = try lowerStat(path) } catch { path.close(); throw error }
-                e = try entryParameters(inodes.remember(fd: path, stat: st), st)
+                e = try entry(opened: try fd.reopen(O_PATH))
             } catch { fd.close(); throw error }
             let inode = inodes.inode(e.ino)
             inode.recordLacksCapability()  // a file just made has no capabilities
-            let file = OpenFile(fd: fd, inode: inode, flags: fi.pointee.flags, readable: readable, opener: Opener(req, registry: openFiles))
-            hold(file, fi)
-            var entry = e
-            if fuse_reply_create(req, &entry, fi) != 0 { letGo(fi) }
+            replyCreated(req, e, OpenFile(fd: fd, inode: inode, flags: fi.pointee.flags, readable: readable, opener: Opener(req, registry: openFiles)), fi)
         }
+    }
+
+    /// The reply to a CREATE (named or not): `file` becomes the open's handle.
+    private func replyCreated(_ req: fuse_req_t, _ e: fuse_entry_param, _ file: OpenFile, _ fi: UnsafeMutablePointer<fuse_file_info>) {
+        hold(file, fi)
+        var entry = e
+        if fuse_reply_create(req, &entry, fi) != 0 { letGo(fi) }
     }
 
     func open(_ req: fuse_req_t, _ ino: fuse_ino_t, _ fi: UnsafeMutablePointer<fuse_file_info>) {

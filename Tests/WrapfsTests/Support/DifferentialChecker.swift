@@ -199,13 +199,7 @@ final class DifferentialChecker {
         let path = randomPath()
         let flags = pick([O_RDWR, O_RDWR | O_CREAT, O_WRONLY | O_CREAT | O_APPEND, O_RDWR | O_APPEND | O_CREAT, O_RDONLY,
                           O_RDWR | O_CREAT | O_EXCL, O_RDWR | O_TRUNC, O_WRONLY | O_CREAT | O_TRUNC, O_WRONLY | O_CREAT])
-        var opened: [Int32] = []
-        try compare("open \(path) flags \(String(flags, radix: 8))") { side in
-            let fd = wrapfs_open(roots[side] + "/" + path, flags, 0o644)
-            if fd >= 0 { opened.append(fd) }
-            return .of(fd >= 0 ? 0 : fd)
-        }
-        if opened.count == 2 { fds.append((opened, path, flags)) } else { opened.forEach { close($0) } }
+        try openOnBothSides(path, flags, mode: 0o644, as: path)
     }
 
     /// An unnamed file (O_TMPFILE) in a random directory, written and read like the others until
@@ -213,13 +207,18 @@ final class DifferentialChecker {
     private func openTemporaryFile() throws {
         let d = pick(dirs)
         let flags = pick([O_RDWR, O_WRONLY, O_RDWR | O_EXCL])
+        try openOnBothSides(d, wrapfs_o_tmpfile | flags, mode: 0o640, as: "(unnamed in '\(d)')")
+    }
+
+    /// Opens `path` with `flags` on both sides, and keeps the two descriptors (as `name`) when both opened.
+    private func openOnBothSides(_ path: String, _ flags: Int32, mode: mode_t, as name: String) throws {
         var opened: [Int32] = []
-        try compare("open O_TMPFILE in '\(d)' flags \(String(flags, radix: 8))") { side in
-            let fd = wrapfs_open(roots[side] + "/" + d, wrapfs_o_tmpfile | flags, 0o640)
+        try compare("open \(name) flags \(String(flags, radix: 8))") { side in
+            let fd = wrapfs_open(roots[side] + "/" + path, flags, mode)
             if fd >= 0 { opened.append(fd) }
             return .of(fd >= 0 ? 0 : fd)
         }
-        if opened.count == 2 { fds.append((opened, "(unnamed in '\(d)')", flags)) } else { opened.forEach { close($0) } }
+        if opened.count == 2 { fds.append((opened, name, flags)) } else { opened.forEach { close($0) } }
     }
 
     private func closeFile() {

@@ -94,14 +94,20 @@ func withSizedTmpfs<R>(megabytes: Int, _ body: (_ dir: String, _ scratch: Scratc
     try withSmallFileSystem("tmpfs", megabytes: megabytes, body)
 }
 
-/// A file system of `kind` (tmpfs, or ext4 on a loop image without blocks reserved for root) of
+/// Makes an ext4 image of `megabytes` at `image` (no blocks reserved for root, so a full disk is
+/// full for the daemon too) and mounts it on `dir` by a loop device.
+func mountExt4Image(_ image: String, megabytes: Int, on dir: String) throws {
+    try sh("truncate -s \(megabytes)M '\(image)' && mkfs.ext4 -q -F -m 0 '\(image)' && mount -o loop '\(image)' '\(dir)'")
+}
+
+/// A file system of `kind` (tmpfs, or ext4 on a loop image: `mountExt4Image`) of
 /// `megabytes`, mounted in a scratch directory for `body`, and always unmounted.
 func withSmallFileSystem<R>(_ kind: String, megabytes: Int, _ body: (_ dir: String, _ scratch: Scratch) throws -> R) throws -> R {
     let s = try Scratch("small")
     defer { s.remove() }
     let dir = try s.dir("fs")
     if kind == "ext4" {
-        try sh("truncate -s \(megabytes)M '\(s.path)/fs.img' && mkfs.ext4 -q -F -m 0 '\(s.path)/fs.img' && mount -o loop '\(s.path)/fs.img' '\(dir)'")
+        try mountExt4Image(s.path + "/fs.img", megabytes: megabytes, on: dir)
     } else {
         try sh("mount -t tmpfs -o size=\(megabytes)m tmpfs '\(dir)'")
     }
