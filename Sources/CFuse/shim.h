@@ -47,6 +47,11 @@ static const int wrapfs_O_DIRECT = 0400000;
 #else
 static const int wrapfs_O_DIRECT = 040000;
 #endif
+#ifdef O_NOATIME
+static const int wrapfs_O_NOATIME = O_NOATIME;
+#else
+static const int wrapfs_O_NOATIME = 01000000;  // the same on x86, arm and the generic ABI
+#endif
 #ifdef F_SETPIPE_SZ
 static const int wrapfs_F_SETPIPE_SZ = F_SETPIPE_SZ;
 #else

@@ -142,6 +142,7 @@ struct OperationsTests {
                 #expect(mkdir(dir + "/d", 0o755) == 0)
                 #expect(symlink("f", dir + "/l") == 0)
                 #expect(mkfifo(dir + "/p", 0o644) == 0)
+                #expect(chmod(dir + "/p", 0o6755) == 0)  // chown drops set-ID bits of a fifo too
             }
             func outcome(_ dir: String) throws -> [String] {
                 try ["f", "d", "l", "p"].map { name in
@@ -156,6 +157,57 @@ struct OperationsTests {
             }
             let expected = try outcome(plain.path)
             #expect(expected.allSatisfy { $0.contains("ctime changed true") })
+            #expect(try outcome(top) == expected)
+        }
+    }
+
+    @Test("writes, truncates, hole punches and stats leave the atime as the lower directory does; reads still change it",
+          arguments: ["identity", "rot", "gzip", "aes-gcm"])
+    func accessTimes(codec: String) throws {
+        let plain = try Scratch("plain")
+        defer { plain.remove() }
+        // Every stat reaches the layer (and a size-changing codec reads the last slot for it).
+        try withLayers([codec], extra: ["--attr-timeout", "0"]) { top, _, _ in
+            // Each step on a file whose atime is older than its mtime, which relatime updates
+            // at the next read: only a caller's read should be that read.
+            func outcome(_ dir: String) throws -> [String] {
+                let path = dir + "/f"
+                try writeFile(path, [UInt8](repeating: 7, count: 10_000))
+                func step(_ name: String, _ body: () -> Int32) throws -> String {
+                    var old = [timespec(tv_sec: 1_000_000_000, tv_nsec: 0), timespec(tv_sec: 1_100_000_000, tv_nsec: 0)]
+                    #expect(utimensat(AT_FDCWD, path, &old, 0) == 0)
+                    let result = body()
+                    _ = try statOf(path)  // a stat that read the lower file shows it on the next
+                    let after = try statOf(path)
+                    return "\(name): \(result) atime changed \(after.st_atim.tv_sec != 1_000_000_000)"
+                }
+                func onOpen(_ flags: Int32, _ body: (Int32) -> Int32) -> Int32 {
+                    let fd = open(path, flags | O_CLOEXEC)
+                    defer { close(fd) }
+                    return fd < 0 ? -errno : body(fd)
+                }
+                return [
+                    try step("write-only pwrite") { onOpen(O_WRONLY) { Int32(pwrite($0, "ab", 2, 100)) } },
+                    try step("read-write pwrite") { onOpen(O_RDWR) { Int32(pwrite($0, "ab", 2, 5_000)) } },
+                    try step("truncate up") { truncate(path, 20_001) },
+                    try step("truncate down") { truncate(path, 9_999) },
+                    try step("ftruncate") { onOpen(O_RDWR) { ftruncate($0, 9_000) } },
+                    try step("punch") {
+                        onOpen(O_RDWR) { wrapfs_fallocate($0, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 100, 300) }
+                    },
+                    try step("chmod") { chmod(path, 0o600) },
+                    try step("read") {
+                        onOpen(O_RDONLY) { fd in
+                            // Past the page cache, so the read reaches the layer.
+                            _ = posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED)
+                            var buffer = [UInt8](repeating: 0, count: 100)
+                            return Int32(pread(fd, &buffer, 100, 0))
+                        }
+                    },
+                ]
+            }
+            let expected = try outcome(plain.path)
+            #expect(expected.last == "read: 100 atime changed true")
             #expect(try outcome(top) == expected)
         }
     }

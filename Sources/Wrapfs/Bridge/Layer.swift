@@ -265,7 +265,7 @@ public final class Layer {
             // lock with it (a size taken before may end inside a slot a concurrent write just moved).
             var own: FileDescriptor?, opened: OpenFile?
             do {
-                own = try inode.fd.reopen(O_RDONLY)
+                own = try inode.fd.reopenQuietly(O_RDONLY)
             } catch let e as Errno where e == .ESTALE || e == .ENOENT {
                 // A path-based lower FUSE file system (GlusterFS's client) cannot reopen a file
                 // whose name is gone (replaced by a rename, unlinked); an open of it still reads

@@ -102,7 +102,7 @@ extension Layer {
                 if toSet & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID) != 0 {
                     // The rule asks about the group the file had; a local lower's chown (by the daemon,
                     // as root) may already have dropped some of the bits, the rest go after it.
-                    let before = inode.isRegular ? try lowerStat(inode.fd) : nil
+                    let before = losesSetIDOnChange(inode) ? try lowerStat(inode.fd) : nil
                     try inode.fd.chown(uid: toSet & FUSE_SET_ATTR_UID != 0 ? attr.st_uid : uid_t.max,
                                        gid: toSet & FUSE_SET_ATTR_GID != 0 ? attr.st_gid : gid_t.max)
                     if let before { try clearSetID(req, inode, before) }
@@ -117,12 +117,13 @@ extension Layer {
                 if toSet & FUSE_SET_ATTR_KILL_SUID != 0 {
                     // FATTR_KILL_SUIDGID (FUSE_HANDLE_KILLPRIV_V2): a caller without CAP_FSETID truncated.
                     try clearSetID(req, inode, try lowerStat(inode.fd))
-                } else if toSet & ~FUSE_SET_ATTR_CTIME == 0 && inode.isRegular {
+                } else if toSet & ~FUSE_SET_ATTR_CTIME == 0 && losesSetIDOnChange(inode) {
                     // Nothing to set (a ctime only with the writeback cache): the kernel passes on a
                     // loss of privileges it left to the layer,
-                    // from chown(file, -1, -1) or from a write, fallocate or truncate
-                    // (file_remove_privs). The latter comes for root only when the file had a
-                    // capability, which the kernel has just removed: root keeps the set-ID bits there.
+                    // from chown(file, -1, -1) (a fifo, socket or device node too, as on ext4) or
+                    // from a write, fallocate or truncate of a regular file (file_remove_privs). The
+                    // latter comes for root only when the file had a capability, which the kernel
+                    // has just removed: root keeps the set-ID bits there.
                     let ctx = fuse_req_ctx(req)?.pointee
                     let remover = inode.takeCapabilityRemover()
                     if !(ctx?.uid == 0 && remover != 0 && remover == ctx?.pid) {
@@ -178,7 +179,7 @@ extension Layer {
     /// Runs `body` on a descriptor of `inode` that can be read and written.
     func withWritable<R>(_ inode: Inode, _ open: OpenFile?, _ body: (LowerFile) throws -> R) throws -> R {
         if let open, open.readable { return try body(LowerFile(fd: open.fd, inode: inode)) }
-        let fd = try inode.fd.reopen(O_RDWR)
+        let fd = try inode.fd.reopenQuietly(O_RDWR)
         defer { fd.close() }
         return try body(LowerFile(fd: fd, inode: inode))
     }

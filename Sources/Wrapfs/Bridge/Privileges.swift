@@ -175,14 +175,19 @@ extension Layer {
         }
     }
 
-    /// Clears the set-ID bits of a regular file whose status was `st` (before the change, for a
-    /// chown) as `modeWithoutSetID` says, if any go. True when a bit went.
+    /// Clears the set-ID bits of a file that is not a directory (nor a symlink, which has none)
+    /// whose status was `st` (before the change, for a chown) as `modeWithoutSetID` says, if any
+    /// go. True when a bit went.
     @discardableResult
     func clearSetID(_ req: fuse_req_t, _ inode: Inode, _ st: stat) throws -> Bool {
-        guard inode.isRegular, st.st_mode & (S_ISUID | S_ISGID) != 0 else { return false }
+        guard losesSetIDOnChange(inode), st.st_mode & (S_ISUID | S_ISGID) != 0 else { return false }
         let mode = modeWithoutSetID(req, st)
         guard mode != st.st_mode & 0o7777 else { return false }
         _ = try sys { fchmodat(AT_FDCWD, inode.fd.procPath, mode, 0) }
         return true
     }
+
+    /// The kernel's chown drops set-ID bits of every file but a directory (chown_common), and
+    /// write and truncate those of regular files; the layer does it for the kernel (KILLPRIV_V2).
+    func losesSetIDOnChange(_ inode: Inode) -> Bool { !inode.isDirectory && !inode.isSymlink }
 }

@@ -8,6 +8,12 @@ import Synchronization
 struct LowerFile {
     let fd: FileDescriptor
     let inode: Inode
+
+    /// A read the layer makes for itself, not for a caller's read: the lower atime stays as a
+    /// local file system's write, truncate or stat would leave it.
+    func readOwn(into buffer: UnsafeMutableRawBufferPointer, at offset: Int64) throws -> Int {
+        try fd.withoutAccessTimes { try fd.read(into: buffer, at: offset) }
+    }
 }
 
 /// A WRITE request's data: in libfuse's buffer, or still in the pipe it was spliced into from
@@ -80,7 +86,7 @@ final class PageEngine {
         } else {
             let header = try self.header(file, lowerSize: lowerSize, create: false)
             plain = try pool.with(lastLength) { slot in
-                guard try file.fd.read(into: slot, at: lastStart) == lastLength else { throw Errno.EIO }
+                guard try file.readOwn(into: slot, at: lastStart) == lastLength else { throw Errno.EIO }
                 return header.withUnsafeBytes { h in
                     do {
                         return try codec.plainLength(ofLastSlot: UnsafeRawBufferPointer(slot), context: PageContext(index: UInt64(slots - 1), header: h))
@@ -131,7 +137,7 @@ final class PageEngine {
         }
         if let h = file.inode.header { return h }
         var h = [UInt8](repeating: 0, count: Int(headerSize))
-        let n = try h.withUnsafeMutableBytes { try file.fd.read(into: $0, at: 0) }
+        let n = try h.withUnsafeMutableBytes { try file.readOwn(into: $0, at: 0) }
         try adoptHeader(file, h, length: n)
         return h
     }
@@ -365,7 +371,7 @@ final class PageEngine {
         try header.withUnsafeBytes { h in
             if preserves {
                 let slot = UnsafeMutableRawBufferPointer(rebasing: page[0..<oldLength])
-                let n = try file.fd.read(into: slot, at: pStart)
+                let n = try file.readOwn(into: slot, at: pStart)
                 guard n == oldLength else { throw Errno.EIO }
                 if codec.encodesZerosAsZeros || !slot.isAllZero {
                     _ = try decodePage(file, UnsafeRawBufferPointer(slot), into: slot, index: index, expect: oldLength, header: h)
@@ -375,7 +381,7 @@ final class PageEngine {
             let from = slotStart(index)
             let length = Int(min(slotSize, lowerSize - from))
             try pool.with(Int(slotSize)) { slotBuffer in
-                let n = try file.fd.read(into: UnsafeMutableRawBufferPointer(rebasing: slotBuffer[0..<max(length, 0)]), at: from)
+                let n = try file.readOwn(into: UnsafeMutableRawBufferPointer(rebasing: slotBuffer[0..<max(length, 0)]), at: from)
                 let slot = UnsafeRawBufferPointer(rebasing: slotBuffer[0..<n])
                 if slot.isEmpty || slot.isAllZero {  // a hole
                     UnsafeMutableRawBufferPointer(rebasing: page[0..<oldLength]).initializeMemory(as: UInt8.self, repeating: 0)
@@ -648,6 +654,10 @@ final class PageEngine {
     /// Sets the logical size to `newSize`. Growing leaves holes and writes at most one page.
     func truncate(_ file: LowerFile, to newSize: Int64) throws {
         file.inode.lastRecord = nil
+        if codec.passesBytesThrough {
+            // No page to load or pad: the lower file is cut or grown (with a hole) as it is.
+            return try file.fd.truncate(to: newSize)
+        }
         let (lowerSize, size) = try sizes(file)
         if newSize == size {
             try file.fd.truncate(to: lowerSize)  // the lower file updates its times as a truncate does
@@ -823,7 +833,7 @@ final class PageEngine {
         let length = Int(min(slotSize, lowerSize - slotStart(index)))
         guard length > 0 else { return true }
         return try pool.with(length) { buf in
-            let n = try file.fd.read(into: buf, at: slotStart(index))
+            let n = try file.readOwn(into: buf, at: slotStart(index))
             return UnsafeRawBufferPointer(rebasing: buf[0..<n]).isAllZero
         }
     }

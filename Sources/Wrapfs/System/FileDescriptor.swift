@@ -27,6 +27,30 @@ public struct FileDescriptor: Hashable, Sendable {
         try FileDescriptor.open(procPath, flags & ~(O_CREAT | O_EXCL | O_NOFOLLOW))
     }
 
+    /// `reopen` for the layer's own reads, with O_NOATIME where the daemon may set it (it owns
+    /// the file or has CAP_FOWNER), so that only the caller's reads change the lower atime.
+    public func reopenQuietly(_ flags: Int32) throws -> FileDescriptor {
+        do {
+            return try reopen(flags | wrapfs_O_NOATIME)
+        } catch let e as Errno where e == .EPERM {
+            return try reopen(flags)
+        }
+    }
+
+    /// Runs `body` with O_NOATIME set on this open, then restores its flags: a read the layer
+    /// makes for itself (the page a partial write merges into, a last slot for a size) leaves
+    /// the lower atime as a local file system's write or stat would. Best effort, as above.
+    /// A caller's read through the same open meanwhile (both under the shared content lock) may
+    /// miss its atime update; nothing else about the open changes.
+    public func withoutAccessTimes<R>(_ body: () throws -> R) rethrows -> R {
+        let flags = fcntl(rawValue, F_GETFL)
+        guard flags >= 0, flags & wrapfs_O_NOATIME == 0, fcntl(rawValue, F_SETFL, flags | wrapfs_O_NOATIME) == 0 else {
+            return try body()
+        }
+        defer { _ = fcntl(rawValue, F_SETFL, flags) }
+        return try body()
+    }
+
     public func close() { _ = Glibc.close(rawValue) }
 
     // MARK: content
