@@ -291,6 +291,8 @@ struct ShimTests {
             checker.subjectAllocates = false  // sshfs has no fallocate,
             checker.subjectRenamesWithFlags = false  // nor rename flags,
             checker.subjectCountsLinks = false  // nor link counts (SFTP has none),
+            checker.subjectHasXattrs = false  // nor extended attributes,
+            checker.subjectKeepsNanoseconds = false  // nor times finer than a second,
             checker.subjectReadsSlashedLinks = false  // nor readlink of "../x" (EPERM from sshfs itself),
             checker.subjectMakesTemporaryFiles = false  // nor O_TMPFILE
             try checker.run(operations: 1500)

@@ -50,8 +50,9 @@ struct DifferenceFound: Error, CustomStringConvertible {
 /// at the first result that differs. Operations: writes across page boundaries, appends,
 /// truncates up and down, holes, hole punching, mmap writes and reads, renames (plain, NOREPLACE,
 /// EXCHANGE), hard links, unnamed files (O_TMPFILE) and linkat of open files, unlink of open
-/// files, symlinks, mkdir/rmdir, chmod, fsync, SEEK_DATA/SEEK_HOLE, and directories read in
-/// small pieces.
+/// files, symlinks, mkdir/rmdir, chmod, utimensat with explicit times, user extended attributes
+/// (set with CREATE/REPLACE, get, remove, list), fsync, SEEK_DATA/SEEK_HOLE, and directories
+/// read in small pieces.
 final class DifferentialChecker {
     let roots: [String]
     var rng: SplitMix64
@@ -74,6 +75,10 @@ final class DifferentialChecker {
     /// Whether the subject's lower file system makes unnamed files (O_TMPFILE): ext4 and tmpfs
     /// do, GlusterFS's FUSE client, sshfs and bindfs do not.
     var subjectMakesTemporaryFiles = true
+    /// Whether the subject's lower file system keeps extended attributes and nanoseconds of
+    /// times (sshfs has neither: SFTP's times are whole seconds).
+    var subjectHasXattrs = true
+    var subjectKeepsNanoseconds = true
     /// Whether readlink of a target with '/' works on the subject's lower file system (sshfs
     /// 3.7.3 fails it with EPERM, with or without the layer).
     var subjectReadsSlashedLinks = true
@@ -421,9 +426,61 @@ final class DifferentialChecker {
         return .text(names.sorted().joined(separator: "|"))
     }
 
+    /// A change of attributes on a random path: its mode, its times, or a user extended attribute.
     private func chmodPath() throws {
-        let p = randomPath(), mode = pick([0o600, 0o644, 0o755, 0o400, 0o700]) as Int
-        try compare("chmod \(p) \(String(mode, radix: 8))") { side in .of(chmod(roots[side] + "/" + p, mode_t(mode))) }
+        switch Int.random(in: 0..<3, using: &rng) {
+        case 0:
+            let p = randomPath(), mode = pick([0o600, 0o644, 0o755, 0o400, 0o700]) as Int
+            try compare("chmod \(p) \(String(mode, radix: 8))") { side in .of(chmod(roots[side] + "/" + p, mode_t(mode))) }
+        case 1: try setTimes()
+        default: try extendedAttribute()
+        }
+    }
+
+    /// utimensat with explicit times (of the path itself, symlinks too), then the times stat shows.
+    private func setTimes() throws {
+        let p = randomPath()
+        let atime = Int.random(in: 1_000_000_000...1_900_000_000, using: &rng)
+        let mtime = Int.random(in: 1_000_000_000...1_900_000_000, using: &rng)
+        let nsec = subjectKeepsNanoseconds ? pick([0, 1, 123_456_789, 999_999_999]) : 0
+        try compare("utimensat \(p) atime \(atime) mtime \(mtime).\(nsec)") { side in
+            var times = [timespec(tv_sec: atime, tv_nsec: nsec), timespec(tv_sec: mtime, tv_nsec: nsec)]
+            if utimensat(AT_FDCWD, roots[side] + "/" + p, &times, AT_SYMLINK_NOFOLLOW) < 0 { return .failed(errno) }
+            var st = stat()
+            if lstat(roots[side] + "/" + p, &st) < 0 { return .failed(errno) }
+            return .text("atime \(st.st_atim.tv_sec).\(st.st_atim.tv_nsec) mtime \(st.st_mtim.tv_sec).\(st.st_mtim.tv_nsec)")
+        }
+    }
+
+    /// Sets, reads, removes or lists a user extended attribute of a path itself (symlinks too).
+    private func extendedAttribute() throws {
+        guard subjectHasXattrs else { return }
+        let p = randomPath(), name = pick(["user.a", "user.colour", "user.x"])
+        switch Int.random(in: 0..<4, using: &rng) {
+        case 0:
+            let value = randomData(pick([0, 1, 17, 300]))
+            let flags = pick([0, 1, 2])  // XATTR_CREATE, XATTR_REPLACE
+            try compare("lsetxattr \(p) \(name) \(value.count) bytes flags \(flags)") { side in
+                .of(value.withUnsafeBytes { lsetxattr(roots[side] + "/" + p, name, $0.baseAddress, $0.count, Int32(flags)) })
+            }
+        case 1:
+            try compare("lgetxattr \(p) \(name)") { side in
+                var buffer = [UInt8](repeating: 0, count: 1024)
+                let n = lgetxattr(roots[side] + "/" + p, name, &buffer, buffer.count)
+                return n < 0 ? .failed(errno) : .bytes(Array(buffer[0..<n]))
+            }
+        case 2:
+            try compare("lremovexattr \(p) \(name)") { side in .of(lremovexattr(roots[side] + "/" + p, name)) }
+        default:
+            try compare("llistxattr \(p)") { side in
+                var buffer = [CChar](repeating: 0, count: 4096)
+                let n = llistxattr(roots[side] + "/" + p, &buffer, buffer.count)
+                if n < 0 { return .failed(errno) }
+                // The user namespace only, sorted: a lower may keep its own (trusted.*, security.*).
+                let names = buffer[0..<n].split(separator: 0).map { String(decoding: $0.map { UInt8(bitPattern: $0) }, as: UTF8.self) }
+                return .text(names.filter { $0.hasPrefix("user.") }.sorted().joined(separator: ","))
+            }
+        }
     }
 
     private func fsyncFile() throws {
