@@ -18,13 +18,9 @@ extension Layer {
         var fd: FileDescriptor
         var readable = true
         do {
-            if flags & O_ACCMODE == O_WRONLY {
-                // Every read of a write-only open is the layer's own (read-modify-write): none
-                // may change the lower atime (see `FileDescriptor.withoutAccessTimes`).
-                do { fd = try create(f | wrapfs_O_NOATIME) } catch let e as Errno where e == .EPERM { fd = try create(f) }
-            } else {
-                fd = try create(f)
-            }
+            // Every read of a write-only open is the layer's own (read-modify-write): none may
+            // change the lower atime (see `FileDescriptor.withoutAccessTimes`).
+            fd = try flags & O_ACCMODE == O_WRONLY ? FileDescriptor.openQuietly(f, create) : create(f)
         } catch let e as Errno where e == .EACCES && upgraded && flags & O_ACCMODE == O_WRONLY {
             fd = try create((f & ~O_ACCMODE) | O_WRONLY)  // write-only lower file: no partial-page writes
             readable = false

@@ -27,13 +27,19 @@ public struct FileDescriptor: Hashable, Sendable {
         try FileDescriptor.open(procPath, flags & ~(O_CREAT | O_EXCL | O_NOFOLLOW))
     }
 
-    /// `reopen` for the layer's own reads, with O_NOATIME where the daemon may set it (it owns
-    /// the file or has CAP_FOWNER), so that only the caller's reads change the lower atime.
+    /// `reopen` for the layer's own reads (see `openQuietly`).
     public func reopenQuietly(_ flags: Int32) throws -> FileDescriptor {
+        try FileDescriptor.openQuietly(flags, reopen)
+    }
+
+    /// `open(flags)` with O_NOATIME where the daemon may set it (it owns the file or has
+    /// CAP_FOWNER), without where it may not: reads through the result are the layer's own, and
+    /// only a caller's reads should change the lower atime.
+    public static func openQuietly(_ flags: Int32, _ open: (Int32) throws -> FileDescriptor) throws -> FileDescriptor {
         do {
-            return try reopen(flags | wrapfs_O_NOATIME)
+            return try open(flags | wrapfs_O_NOATIME)
         } catch let e as Errno where e == .EPERM {
-            return try reopen(flags)
+            return try open(flags)
         }
     }
 

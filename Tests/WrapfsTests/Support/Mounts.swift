@@ -259,7 +259,7 @@ func withLayers<R>(_ codecs: [String], extra: [String] = [], lowerIn base: Strin
     } catch {
         // The daemons' own words help most when something differs: their logs, and their status
         // (which operation answered an error, which files are open).
-        let statuses = mounts.map { m in "--- \(m.point) status:\n" + ((try? run(Build.mountTool, ["status", m.point]))?.output ?? "none") }
+        let statuses = mounts.map { m in "--- \(m.point) status:\n" + ((try? run(Build.mountTool, ["status", m.point], timeout: 10))?.output ?? "none") }
         let logs = (statuses + mounts.map { "--- \($0.point) log (tail):\n" + String($0.log.suffix(4000)) }).joined(separator: "\n")
         throw MountFailure(description: "\(error)\n\(logs)")
     }
