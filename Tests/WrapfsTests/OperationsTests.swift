@@ -45,6 +45,50 @@ struct OperationsTests {
         }
     }
 
+    @Test("a file or symlink whose first name is gone changes through another hard link as on the lower directory: times (a symlink's own), owner, mode, size, extended attributes, one more link",
+          arguments: ["identity", "rot", "gzip"])
+    func changesThroughRemainingLink(codec: String) throws {
+        let plain = try Scratch("plain")
+        defer { plain.remove() }
+        try withLayers([codec]) { top, _, _ in
+            // The layer knows each file by the descriptor of the name it was first looked up by
+            // (`a`, `s`); that name goes while the kernel still holds the file through `b`, `t`.
+            func outcome(_ dir: String) throws -> [String] {
+                try writeFile(dir + "/a", pattern(6000))
+                #expect(symlink("target", dir + "/s") == 0)
+                _ = try statOf(dir + "/a")
+                _ = try statOf(dir + "/s")
+                #expect(link(dir + "/a", dir + "/b") == 0 && link(dir + "/s", dir + "/t") == 0)
+                #expect(unlink(dir + "/a") == 0 && unlink(dir + "/s") == 0)
+                var lines: [String] = []
+                var times = [timespec(tv_sec: 1_000_000_000, tv_nsec: 5000), timespec(tv_sec: 1_100_000_000, tv_nsec: 7000)]
+                for name in ["b", "t"] {
+                    let path = dir + "/" + name
+                    let timesSet = utimensat(AT_FDCWD, path, &times, AT_SYMLINK_NOFOLLOW) == 0 ? "ok" : "errno \(errno)"
+                    let owned = lchown(path, uid_t.max, 0) == 0 ? "ok" : "errno \(errno)"
+                    let linked = link(path, path + "2") == 0 ? "ok" : "errno \(errno)"
+                    let st = try statOf(path)
+                    lines.append("\(name): utimensat \(timesSet), lchown \(owned), link \(linked), nlink \(st.st_nlink), " +
+                                 "atime \(st.st_atim.tv_sec).\(st.st_atim.tv_nsec), mtime \(st.st_mtim.tv_sec).\(st.st_mtim.tv_nsec)")
+                }
+                let b = dir + "/b"
+                let moded = chmod(b, 0o640) == 0 ? "ok" : "errno \(errno)"
+                let truncated = truncate(b, 2500) == 0 ? "ok" : "errno \(errno)"
+                let xattr = setxattr(b, "user.k", "v", 1, 0) == 0 ? "ok" : "errno \(errno)"
+                var value = [UInt8](repeating: 0, count: 8)
+                let got = getxattr(b, "user.k", &value, value.count)
+                let st = try statOf(b)
+                lines.append("b: chmod \(moded), truncate \(truncated), setxattr \(xattr), getxattr \(got), " +
+                             "mode \(String(st.st_mode & 0o7777, radix: 8)), size \(st.st_size), content \(try readFile(b) == Array(pattern(6000).prefix(2500))), " +
+                             "readlink \(try FileManager.default.destinationOfSymbolicLink(atPath: dir + "/t2"))")
+                return lines
+            }
+            let expected = try outcome(plain.path)
+            #expect(expected.allSatisfy { !$0.contains("errno") }, "\(expected)")
+            #expect(try outcome(top) == expected)
+        }
+    }
+
     @Test("rename with RENAME_NOREPLACE and RENAME_EXCHANGE", arguments: codecs)
     func renames(codec: String) throws {
         try withLayers([codec]) { top, _, _ in

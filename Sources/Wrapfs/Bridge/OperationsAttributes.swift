@@ -145,12 +145,8 @@ extension Layer {
                     do {
                         if let open {
                             try open.fd.setTimes(times)
-                        } else if inode.isSymlink {
-                            // No descriptor-based call sets a symlink's times: use its current path.
-                            let path = try inode.fd.readLinkProc()
-                            _ = try sys { utimensat(AT_FDCWD, path, times, AT_SYMLINK_NOFOLLOW) }
                         } else {
-                            _ = try sys { utimensat(AT_FDCWD, inode.fd.procPath, times, 0) }
+                            try inode.fd.setTimesOfHeld(times, isSymlink: inode.isSymlink)
                         }
                     } catch let e as Errno where e == .ESTALE && (try? lowerStat(open?.fd ?? inode.fd))?.st_nlink == 0 {
                         // GlusterFS gives a file with no name left no new times (ESTALE). No one can

@@ -118,6 +118,22 @@ public struct FileDescriptor: Hashable, Sendable {
     public func setTimes(_ times: [timespec]) throws {
         _ = try times.withUnsafeBufferPointer { t in try sys { futimens(rawValue, t.baseAddress) } }
     }
+    /// `setTimes` for the file this O_PATH descriptor holds (a symlink's own times): through the
+    /// descriptor, since a /proc path to a symlink names the name it came by, which ends in
+    /// " (deleted)" once that hard link is unlinked while another keeps the file. Kernels before
+    /// 5.8 refuse AT_EMPTY_PATH here (EINVAL): those go by that path.
+    public func setTimesOfHeld(_ times: [timespec], isSymlink: Bool) throws {
+        try times.withUnsafeBufferPointer { t in
+            if utimensat(rawValue, "", t.baseAddress, AT_EMPTY_PATH) == 0 { return }
+            guard errno == EINVAL else { throw Errno.current }
+            if isSymlink {
+                let path = try readLinkProc()
+                _ = try sys { utimensat(AT_FDCWD, path, t.baseAddress, AT_SYMLINK_NOFOLLOW) }
+            } else {
+                _ = try sys { utimensat(AT_FDCWD, procPath, t.baseAddress, 0) }
+            }
+        }
+    }
 
     // MARK: directory entries
 
