@@ -205,7 +205,7 @@ struct OperationsTests {
         }
     }
 
-    @Test("writes, truncates, hole punches and stats leave the atime as the lower directory does; reads still change it",
+    @Test("writes, truncates, hole punches, stats and a symlink's stat leave the atime as the lower directory does; reads and readlink still change it",
           arguments: ["identity", "rot", "gzip", "aes-gcm"])
     func accessTimes(codec: String) throws {
         let plain = try Scratch("plain")
@@ -230,7 +230,23 @@ struct OperationsTests {
                     defer { close(fd) }
                     return fd < 0 ? -errno : body(fd)
                 }
+                // A symlink's size through an encrypting codec is its decoded target's length:
+                // only a caller's readlink may read the target (readlink has no O_NOATIME).
+                let link = dir + "/l"
+                #expect(symlink("f", link) == 0)
+                func linkStep(_ name: String, _ body: () -> Int32) throws -> String {
+                    var old = [timespec(tv_sec: 1_000_000_000, tv_nsec: 0), timespec(tv_sec: 1_100_000_000, tv_nsec: 0)]
+                    #expect(utimensat(AT_FDCWD, link, &old, AT_SYMLINK_NOFOLLOW) == 0)
+                    let result = body()
+                    _ = try statOf(link)
+                    let after = try statOf(link)
+                    return "symlink \(name): \(result) atime changed \(after.st_atim.tv_sec != 1_000_000_000), size \(after.st_size)"
+                }
+                var target = [CChar](repeating: 0, count: 64)
                 return [
+                    try linkStep("lstat") { 0 },
+                    try linkStep("lchown") { lchown(link, uid_t.max, gid_t.max) },
+                    try linkStep("readlink") { Int32(readlink(link, &target, target.count)) },
                     try step("write-only pwrite") { onOpen(O_WRONLY) { Int32(pwrite($0, "ab", 2, 100)) } },
                     try step("read-write pwrite") { onOpen(O_RDWR) { Int32(pwrite($0, "ab", 2, 5_000)) } },
                     try step("truncate up") { truncate(path, 20_001) },
@@ -256,6 +272,7 @@ struct OperationsTests {
             var sv = statvfs()
             let lowerUpdatesAtime = statvfs(plain.path, &sv) != 0 || sv.f_flag & 1024 == 0  // ST_NOATIME
             #expect(expected.last == "read: 100 atime changed \(lowerUpdatesAtime)")
+            #expect(expected.contains("symlink readlink: 1 atime changed \(lowerUpdatesAtime), size 1"))
             #expect(try outcome(top) == expected)
         }
     }

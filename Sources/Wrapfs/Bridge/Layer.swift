@@ -172,16 +172,19 @@ public final class Layer {
     // MARK: lookup and attributes
 
     /// Looks up the lower entry `lowerName` in `parent`, counting one kernel lookup.
-    func entry(parent: Inode, lowerName: UnsafePointer<CChar>) throws -> fuse_entry_param {
-        try entry(opened: try openForEntry(parent, lowerName))
+    /// `linkLength`: the plain target length of a symlink just made (see `Inode.linkLength`).
+    func entry(parent: Inode, lowerName: UnsafePointer<CChar>, linkLength: Int? = nil) throws -> fuse_entry_param {
+        try entry(opened: try openForEntry(parent, lowerName), linkLength: linkLength)
     }
 
     /// The entry for the lower file `fd` (O_PATH) holds, counting one kernel lookup; the inode
     /// takes `fd` (closed if it cannot).
-    func entry(opened fd: FileDescriptor) throws -> fuse_entry_param {
+    func entry(opened fd: FileDescriptor, linkLength: Int? = nil) throws -> fuse_entry_param {
         let st: stat
         do { st = try lowerStat(fd) } catch { fd.close(); throw error }
-        return try entryParameters(inodes.remember(fd: fd, stat: st), st)
+        let inode = inodes.remember(fd: fd, stat: st)
+        if let linkLength, inode.isSymlink { inode.linkLength = linkLength }
+        return try entryParameters(inode, st)
     }
 
     /// Opens `lowerName` in `parent` (O_PATH) for a new entry. Out of descriptors, it asks the
@@ -290,7 +293,13 @@ public final class Layer {
             let file = LowerFile(fd: inode.fd, inode: inode)
             st.st_size = off_t(try engine.logicalSize(file, lowerSize: Int64(st.st_size)))
         } else if inode.isSymlink && !codec.preservesNameLength {
-            st.st_size = off_t(try codec.decodeLinkTarget(try inode.fd.readLink()).count)
+            if let known = inode.linkLength {
+                st.st_size = off_t(known)
+            } else {
+                let length = try codec.decodeLinkTarget(try inode.fd.readLink()).count
+                inode.linkLength = length
+                st.st_size = off_t(length)
+            }
         }
         return st
     }
