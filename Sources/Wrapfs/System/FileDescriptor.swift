@@ -124,8 +124,10 @@ public struct FileDescriptor: Hashable, Sendable {
     /// 5.8 refuse AT_EMPTY_PATH here (EINVAL): those go by that path.
     public func setTimesOfHeld(_ times: [timespec], isSymlink: Bool) throws {
         try times.withUnsafeBufferPointer { t in
-            if utimensat(rawValue, "", t.baseAddress, AT_EMPTY_PATH) == 0 { return }
-            guard errno == EINVAL else { throw Errno.current }
+            do {
+                _ = try sys { utimensat(rawValue, "", t.baseAddress, AT_EMPTY_PATH) }
+                return
+            } catch let e as Errno where e == .EINVAL {}
             if isSymlink {
                 let path = try readLinkProc()
                 _ = try sys { utimensat(AT_FDCWD, path, t.baseAddress, AT_SYMLINK_NOFOLLOW) }
