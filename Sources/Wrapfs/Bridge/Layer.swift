@@ -172,19 +172,16 @@ public final class Layer {
     // MARK: lookup and attributes
 
     /// Looks up the lower entry `lowerName` in `parent`, counting one kernel lookup.
-    /// `linkLength`: the plain target length of a symlink just made (see `Inode.linkLength`).
-    func entry(parent: Inode, lowerName: UnsafePointer<CChar>, linkLength: Int? = nil) throws -> fuse_entry_param {
-        try entry(opened: try openForEntry(parent, lowerName), linkLength: linkLength)
+    func entry(parent: Inode, lowerName: UnsafePointer<CChar>) throws -> fuse_entry_param {
+        try entry(opened: try openForEntry(parent, lowerName))
     }
 
     /// The entry for the lower file `fd` (O_PATH) holds, counting one kernel lookup; the inode
     /// takes `fd` (closed if it cannot).
-    func entry(opened fd: FileDescriptor, linkLength: Int? = nil) throws -> fuse_entry_param {
+    func entry(opened fd: FileDescriptor) throws -> fuse_entry_param {
         let st: stat
         do { st = try lowerStat(fd) } catch { fd.close(); throw error }
-        let inode = inodes.remember(fd: fd, stat: st)
-        if let linkLength, inode.isSymlink { inode.linkLength = linkLength }
-        return try entryParameters(inode, st)
+        return try entryParameters(inodes.remember(fd: fd, stat: st), st)
     }
 
     /// Opens `lowerName` in `parent` (O_PATH) for a new entry. Out of descriptors, it asks the

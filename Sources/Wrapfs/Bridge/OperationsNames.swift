@@ -4,7 +4,7 @@ import CFuse
 
 extension Layer {
     /// Makes a new entry with `make`, gives it the caller's ownership and replies with it.
-    private func makeEntry(_ req: fuse_req_t, _ parent: fuse_ino_t, _ name: UnsafePointer<CChar>, linkLength: Int? = nil,
+    private func makeEntry(_ req: fuse_req_t, _ parent: fuse_ino_t, _ name: UnsafePointer<CChar>,
                            _ make: (Inode, UnsafePointer<CChar>) throws -> Void) {
         if isShadowRoot(parent) { return shadowRefuse(req, "making anything but a symbolic link") }
         serve(req) {
@@ -13,7 +13,7 @@ extension Layer {
             try lname.withUnsafeBufferPointer { n in
                 try make(dir, n.baseAddress!)
                 adoptOwnership(req, parent: dir, lowerName: n.baseAddress!)
-                reply(req, entry: named(try entry(parent: dir, lowerName: n.baseAddress!, linkLength: linkLength), parent: parent, name))
+                reply(req, entry: named(try entry(parent: dir, lowerName: n.baseAddress!), parent: parent, name))
             }
         }
     }
@@ -28,7 +28,7 @@ extension Layer {
 
     func symlink(_ req: fuse_req_t, _ target: UnsafePointer<CChar>, _ parent: fuse_ino_t, _ name: UnsafePointer<CChar>) {
         if isShadowRoot(parent) { return shadowSymlink(req, target, name) }
-        makeEntry(req, parent, name, linkLength: strlen(target)) { dir, n in
+        makeEntry(req, parent, name) { dir, n in
             let bytes = Array(UnsafeBufferPointer(start: UnsafeRawPointer(target).assumingMemoryBound(to: UInt8.self), count: strlen(target)))
             let encoded: [UInt8]
             do { encoded = try codec.encodeLinkTarget(bytes) } catch { throw Errno.EINVAL }
@@ -49,7 +49,6 @@ extension Layer {
                 log.error("cannot decode symlink target of \(inodes.inode(ino).lowerPathForLogs): \(error)")
                 throw Errno.EIO
             }
-            inode.linkLength = target.count
             let c = Layer.cString(target)
             fuse_reply_readlink(req, c)
         }

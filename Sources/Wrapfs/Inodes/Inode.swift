@@ -108,9 +108,9 @@ public final class Inode {
     /// once asked. Read and written only by the page engine's stores, under the content lock.
     var lowerOverwritesInPlace: Bool?
 
-    /// A symlink's plain target length, once known (its creation through the layer, a readlink):
-    /// a target never changes, and reading it for every stat would change the lower atime, which
-    /// a local file system's lstat does not (there is no O_NOATIME for readlink).
+    /// A symlink's plain target length, read at its first stat (the reply to its creation or
+    /// lookup): a target never changes, and reading it for every stat would change the lower
+    /// atime, which a local file system's lstat does not (there is no O_NOATIME for readlink).
     var linkLength: Int? {
         get { headerLock.locked { knownLinkLength } }
         set { headerLock.locked { knownLinkLength = newValue } }
