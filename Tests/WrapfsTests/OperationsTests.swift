@@ -488,6 +488,12 @@ struct OperationsTests {
         }
     }
 
+    @Test("growing a file past the largest size fails with EFBIG at the call, as in the lower directory, and changes nothing",
+          arguments: ["identity", "rot", "gzip", "aes-gcm", "aes-ctr"])
+    func sizeLimits(codec: String) throws {
+        try checkSizeLimits(codec: codec, lowerIn: nil)
+    }
+
     @Test("shared writable mmap with msync reaches the lower file", arguments: codecs)
     func mmapMsync(codec: String) throws {
         try withLayers([codec]) { top, lower, _ in
@@ -828,6 +834,80 @@ struct OperationsTests {
             #expect(withUnsafeMutablePointer(to: &mine) { wrapfs_fcntl_lock(fd, F_SETLK, $0) } == -1)
             locker.waitUntilExit()
             #expect(withUnsafeMutablePointer(to: &mine) { wrapfs_fcntl_lock(fd, F_SETLK, $0) } == 0)
+        }
+    }
+}
+
+/// Grows files towards off_t's end in a layer over `lowerIn` (else /tmp) and in a plain directory
+/// beside its lower one, by every call that can: ftruncate, pwrite (small, and big enough to be
+/// acknowledged before it is stored), fallocate, and punch and zero ranges ending there. The
+/// layer answers as the plain directory does (ext4 refuses past 16 TiB, tmpfs only at off_t's
+/// end), except that near off_t's end a size-changing codec's slots would not fit: EFBIG there.
+/// A refused call changes nothing (no padded last page left behind).
+func checkSizeLimits(codec: String, lowerIn base: String?) throws {
+    let plain = try base.map { b -> String in
+        let p = b + "/plain-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: p, withIntermediateDirectories: true)
+        return p
+    } ?? Scratch("plain").path
+    defer { _ = try? run("/bin/rm", ["-rf", plain]) }
+    try withLayers([codec], lowerIn: base) { top, _, _ in
+        let ends: [off_t] = [1 << 50, 1 << 62, .max - 10, .max]
+        let content = pattern(9000)
+        let steps = ["ftruncate", "pwrite", "pwrite 64 KiB", "fallocate", "fallocate KEEP_SIZE", "punch", "zero range KEEP_SIZE"]
+        func outcome(_ dir: String) throws -> [String] {
+            var lines: [String] = []
+            for step in steps {
+                let path = dir + "/" + step.replacingOccurrences(of: " ", with: "-")
+                try writeFile(path, content)
+                let fd = open(path, O_RDWR | O_CLOEXEC)
+                #expect(fd >= 0)
+                for end in ends {
+                    let big = [UInt8](repeating: 7, count: 65536)
+                    let r: Int = switch step {
+                    case "ftruncate": Int(ftruncate(fd, end))
+                    case "pwrite": pwrite(fd, "ab", 2, end - 2)
+                    // Big enough to be acknowledged before it is stored: it must still fail here.
+                    case "pwrite 64 KiB": big.withUnsafeBytes { pwrite(fd, $0.baseAddress, 65536, end - 65536) }
+                    case "fallocate": Int(wrapfs_fallocate(fd, 0, 100, end - 100))
+                    case "fallocate KEEP_SIZE": Int(wrapfs_fallocate(fd, FALLOC_FL_KEEP_SIZE, 100, end - 100))
+                    case "punch": Int(wrapfs_fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 8000, end - 8000))
+                    default: Int(wrapfs_fallocate(fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, 8000, end - 8000))
+                    }
+                    let full = step.hasPrefix("pwrite") ? (step == "pwrite" ? 2 : 65536) : 0
+                    lines.append("\(step) to \(end): " + (r < 0 ? "errno \(errno)" : r < full ? "short" : "ok"))
+                }
+                var back = [UInt8](repeating: 0, count: content.count)
+                let got = back.withUnsafeMutableBytes { pread(fd, $0.baseAddress, content.count, 0) }
+                var st = stat()
+                _ = fstat(fd, &st)
+                let intact = got == content.count && (back == content || step.hasPrefix("punch") || step.hasPrefix("zero"))
+                lines.append("\(step): size \(st.st_size), content \(intact ? "kept" : "changed"), close \(close(fd) == 0 ? "ok" : "errno \(errno)")")
+            }
+            return lines
+        }
+        let expected = try outcome(plain)
+        let got = try outcome(top)
+        #expect(got.count == expected.count)
+        var diverged = false, grew = false  // the layer refused where the plain directory did not; the layer grew the file
+        for (layer, lower) in zip(got, expected) {
+            if layer.contains(": size ") {
+                // A refused call left the file as it was: its size too.
+                #expect(diverged ? layer.hasSuffix("content kept, close ok") : layer == lower, "layer: \(layer); plain directory: \(lower)")
+                #expect(grew || layer.hasSuffix("size 9000, content kept, close ok"), "layer: \(layer)")
+                diverged = false
+                grew = false
+                continue
+            }
+            grew = grew || layer.hasSuffix(": ok") || layer.hasSuffix(": short")
+            if layer != lower {
+                // Near off_t's end a size-changing codec's slots would not fit: EFBIG (a write may
+                // first store the part before that point), where the plain directory may go on.
+                #expect((layer.hasSuffix("errno \(EFBIG)") || layer.hasSuffix(": short")) && !layer.contains("to \(1 << 50)")
+                        && !layer.contains("to \(1 << 62)") && codec != "identity",
+                        "layer: \(layer); plain directory: \(lower)")
+                diverged = true
+            }
         }
     }
 }

@@ -201,7 +201,9 @@ extension Layer {
                 }
                 // A codec that changes no byte stores any range without reading the pages around it.
                 if !file.readable && !engine.codec.passesBytesThrough { try requireWholePages(file, offset: offset, count: size) }
-                if file.writesBehind && writeBehind.reserve(size, writingTo: file.fd, flags: fi.pointee.flags) {
+                if file.writesBehind,
+                   writeBehind.reserve(size, writingTo: file.fd, reaching: try engine.lowerEnd(ofLogicalEnd: offset + Int64(size)),
+                                       flags: fi.pointee.flags) {
                     // The writer goes on while this thread stores the data, still holding the lock.
                     file.inode.markWrittenBehind()
                     acknowledged = true

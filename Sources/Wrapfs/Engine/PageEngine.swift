@@ -39,6 +39,14 @@ final class PageEngine {
     let pageSize: Int64
     let slotSize: Int64
     let headerSize: Int64
+    /// The largest logical size whose slots all have lower offsets an Int64 holds. The kernel
+    /// lets a FUSE file grow to Int64.max bytes, and a slot takes more room than its page: past
+    /// this size the lower offsets would overflow. A lower file system's own limit is usually
+    /// far lower (ext4: 16 TiB) and answers EFBIG itself.
+    let maximumSize: Int64
+    /// The lower size that stands for `maximumSize`: a larger lower file (only ever one made
+    /// behind the layer's back) is read as if cut there, so no offset computed from it overflows.
+    let maximumLowerSize: Int64
     private let pool = BufferPool()
     private let log: Logger
     private let stats: Statistics
@@ -51,17 +59,25 @@ final class PageEngine {
         self.pageSize = Int64(codec.pageSize)
         self.slotSize = Int64(codec.slotSize)
         self.headerSize = Int64(codec.headerSize)
+        self.maximumSize = codec.passesBytesThrough ? Int64.max : ((Int64.max - headerSize) / slotSize - 2) * pageSize
+        self.maximumLowerSize = codec.passesBytesThrough || codec.preservesSize
+            ? maximumSize : headerSize + maximumSize / pageSize * slotSize
         self.log = log
     }
 
     private var preserves: Bool { codec.preservesSize }
+
+    /// EFBIG, before anything changes, for a file that would grow past `maximumSize`.
+    private func checkGrowth(to end: Int64) throws {
+        if end > maximumSize || end < 0 { throw Errno.EFBIG }
+    }
     private func slotStart(_ page: Int64) -> Int64 { headerSize + page * slotSize }
 
     // MARK: sizes
 
     /// The lower file's size and the logical size it stands for.
     func sizes(_ file: LowerFile) throws -> (lower: Int64, logical: Int64) {
-        let lower = Int64(try file.fd.stat().st_size)
+        let lower = min(Int64(try file.fd.stat().st_size), maximumLowerSize)
         return (lower, try logicalSize(file, lowerSize: lower))
     }
 
@@ -72,9 +88,10 @@ final class PageEngine {
     /// file stays listable, removable and truncatable through the mount; that page reads as EIO
     /// and fsck names it. Failing the size would make the whole file unreachable instead.
     func logicalSize(_ file: LowerFile, lowerSize: Int64) throws -> Int64 {
+        let lowerSize = min(lowerSize, maximumLowerSize)
         if preserves { return lowerSize }
         if lowerSize <= headerSize { return 0 }
-        let slots = (lowerSize - headerSize + slotSize - 1) / slotSize
+        let slots = (lowerSize - headerSize - 1) / slotSize + 1
         let lastStart = slotStart(slots - 1)
         let lastLength = Int(lowerSize - lastStart)
         var plain: Int
@@ -113,6 +130,13 @@ final class PageEngine {
     }
 
     /// The lower size that holds `logical` bytes whose last page encodes to `lastEncoded` bytes.
+    /// The lower offset up to which a file of logical size `end` may reach (its last slot whole);
+    /// EFBIG past `maximumSize`.
+    func lowerEnd(ofLogicalEnd end: Int64) throws -> Int64 {
+        try checkGrowth(to: end)
+        return preserves ? headerSize + end : slotStart((end + pageSize - 1) / pageSize)
+    }
+
     private func lowerEnd(lastPage: Int64, encoded: Int) -> Int64 { slotStart(lastPage) + Int64(encoded) }
 
     // MARK: header
@@ -162,8 +186,8 @@ final class PageEngine {
     /// Reads up to `count` logical bytes at `offset` and hands them to `reply` (valid only during the call).
     func read(_ file: LowerFile, offset: Int64, count: Int, reply: (UnsafeRawBufferPointer) -> Void) throws {
         let (lowerSize, size) = try sizes(file)
-        guard offset < size, count > 0 else { return reply(UnsafeRawBufferPointer(start: nil, count: 0)) }
-        let end = min(offset + Int64(count), size)
+        guard offset >= 0, offset < size, count > 0 else { return reply(UnsafeRawBufferPointer(start: nil, count: 0)) }
+        let end = offset + min(Int64(count), size - offset)
         let first = offset / pageSize, last = (end - 1) / pageSize
         let pages = Int(last - first + 1)
         let base = first * pageSize
@@ -259,6 +283,7 @@ final class PageEngine {
     /// Writes `data` at logical `offset`, growing the file as needed.
     func write(_ file: LowerFile, offset: Int64, data: UnsafeRawBufferPointer) throws {
         guard !data.isEmpty else { return }
+        try checkGrowth(to: offset + Int64(data.count))
         if codec.passesBytesThrough { return try writeThrough(file, offset: offset, count: data.count) { try file.fd.write(data, at: offset) } }
         var (lowerSize, size) = try sizes(file)
         let first = offset / pageSize
@@ -653,6 +678,7 @@ final class PageEngine {
 
     /// Sets the logical size to `newSize`. Growing leaves holes and writes at most one page.
     func truncate(_ file: LowerFile, to newSize: Int64) throws {
+        try checkGrowth(to: newSize)
         file.inode.lastRecord = nil
         if codec.passesBytesThrough {
             // No page to load or pad: the lower file is cut or grown (with a hole) as it is.
@@ -669,7 +695,7 @@ final class PageEngine {
             return
         }
         let header = try self.header(file, lowerSize: lowerSize, create: true)
-        let lowerBase = max(lowerSize, headerSize)
+        var lowerBase = max(lowerSize, headerSize)
         if newSize < size {
             let keep = newSize % pageSize
             if keep == 0 {
@@ -690,7 +716,8 @@ final class PageEngine {
         }
         // Growing: the old last page is padded, the new last page (if another) stored as zeros.
         let oldLast = (size - 1) / pageSize, newLast = (newSize - 1) / pageSize
-        if size > 0 && size % pageSize != 0 {
+        let paddedOldLast = size > 0 && size % pageSize != 0
+        if paddedOldLast {
             let length = oldLast == newLast ? newSize - oldLast * pageSize : pageSize
             try rewritePage(file, header: header, index: oldLast, size: size, lowerSize: lowerBase,
                             newLength: Int(length), becomesLast: oldLast == newLast)
@@ -698,16 +725,24 @@ final class PageEngine {
                 if preserves { try file.fd.truncate(to: newSize) }
                 return
             }
+            lowerBase = Int64(try file.fd.stat().st_size)  // a failed store below is cut back to here, not into that page
         }
-        if preserves {
-            try file.fd.truncate(to: newSize)
-        } else {
-            try pool.with(Int(pageSize)) { page in
-                page.initializeMemory(as: UInt8.self, repeating: 0)
-                try storePages(file, header: header, first: newLast,
-                               plain: UnsafeMutableRawBufferPointer(rebasing: page[0..<Int(newSize - newLast * pageSize)]),
-                               newSize: newSize, lowerSize: lowerBase)
+        do {
+            if preserves {
+                try file.fd.truncate(to: newSize)
+            } else {
+                try pool.with(Int(pageSize)) { page in
+                    page.initializeMemory(as: UInt8.self, repeating: 0)
+                    try storePages(file, header: header, first: newLast,
+                                   plain: UnsafeMutableRawBufferPointer(rebasing: page[0..<Int(newSize - newLast * pageSize)]),
+                                   newSize: newSize, lowerSize: lowerBase)
+                }
             }
+        } catch {
+            // The lower file system refused the new end (EFBIG past its limit, ENOSPC): the old
+            // last page goes back to its length, so the file is as it was, as write does.
+            if paddedOldLast { try? truncate(file, to: size) }
+            throw error
         }
     }
 
@@ -718,8 +753,21 @@ final class PageEngine {
     /// pages become lower holes, partial edge pages are rewritten. A lower file system that
     /// refuses the mode makes the layer refuse it too, before anything changes.
     func zeroRange(_ file: LowerFile, offset: Int64, length: Int64, lowerMode: Int32) throws {
+        if codec.passesBytesThrough {
+            // Bytes are bytes: the lower file system takes the range as asked (and its limits).
+            try file.fd.allocate(mode: lowerMode, offset: offset, length: length)
+            if lowerMode & FALLOC_FL_PUNCH_HOLE == 0, (try? file.fd.allocate(mode: FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset: offset, length: length)) != nil {
+                try? file.fd.allocate(mode: FALLOC_FL_KEEP_SIZE, offset: offset, length: length)  // as below: GlusterFS
+            }
+            return
+        }
+        // fallocate checks the file system's largest size before anything else, even for a range
+        // past the end of file; lseek(SEEK_SET) answers EINVAL past that same limit.
+        let rangeEnd = offset.addingReportingOverflow(length)
+        let lowerRangeEnd = rangeEnd.overflow || rangeEnd.partialValue > maximumSize ? Int64.max : try lowerEnd(ofLogicalEnd: rangeEnd.partialValue)
+        do { _ = try file.fd.seek(lowerRangeEnd, whence: SEEK_SET) } catch let e as Errno where e == .EINVAL { throw Errno.EFBIG }
         let (lowerSize, size) = try sizes(file)
-        let end = min(offset + length, size)
+        let end = min(rangeEnd.overflow ? Int64.max : rangeEnd.partialValue, size)
         var holeFrom = (offset + pageSize - 1) / pageSize
         var holeTo = end / pageSize  // exclusive
         if end == size && size % pageSize != 0 && preserves { holeTo += 1 }  // a partial last page can be a hole too
@@ -765,6 +813,11 @@ final class PageEngine {
 
     /// Reserves lower space for logical bytes `offset ..< offset+length` (fallocate mode 0 or KEEP_SIZE).
     func allocate(_ file: LowerFile, offset: Int64, length: Int64, keepSize: Bool) throws {
+        let (end, overflow) = offset.addingReportingOverflow(length)
+        try checkGrowth(to: overflow ? -1 : end)
+        if codec.passesBytesThrough {
+            return try file.fd.allocate(mode: keepSize ? FALLOC_FL_KEEP_SIZE : 0, offset: offset, length: length)
+        }
         let (_, size) = try sizes(file)
         let first = offset / pageSize, last = (offset + length - 1) / pageSize
         // Space first: a lower file system that cannot allocate leaves the size untouched.
