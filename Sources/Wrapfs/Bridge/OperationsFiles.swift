@@ -258,9 +258,17 @@ extension Layer {
                 case FALLOC_FL_PUNCH_HOLE where keep:
                     try engine.zeroRange(file.lower, offset: Int64(off), length: Int64(len), lowerMode: mode)
                 case FALLOC_FL_ZERO_RANGE:
-                    try engine.zeroRange(file.lower, offset: Int64(off), length: Int64(len), lowerMode: FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE)
-                    if !keep, Int64(off + len) > (try engine.sizes(file.lower).logical) {
-                        try engine.truncate(file.lower, to: Int64(off + len))
+                    // Growing first: a size the lower file system refuses (EFBIG, even where the
+                    // lseek check cannot see its limit: a FUSE lower) then changes no byte. A
+                    // refused zeroing shrinks the file back.
+                    let size = try engine.sizes(file.lower).logical
+                    let grows = !keep && Int64(off + len) > size
+                    if grows { try engine.truncate(file.lower, to: Int64(off + len)) }
+                    do {
+                        try engine.zeroRange(file.lower, offset: Int64(off), length: Int64(len), lowerMode: FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE)
+                    } catch {
+                        if grows { try? engine.truncate(file.lower, to: size) }
+                        throw error
                     }
                 default:
                     throw Errno.EOPNOTSUPP

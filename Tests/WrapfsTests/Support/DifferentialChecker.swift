@@ -85,6 +85,17 @@ final class DifferentialChecker {
     /// Whether readlink of a target with '/' works on the subject's lower file system (sshfs
     /// 3.7.3 fails it with EPERM, with or without the layer).
     var subjectReadsSlashedLinks = true
+    /// Whether a size of a petabyte (1 << 50) is past the largest file of the reference's file
+    /// system (ext4, not tmpfs): then some truncates, writes and fallocates go there, fail with
+    /// EFBIG on both sides, and must change nothing.
+    private let farSizesRefused: Bool
+    /// Whether the subject refuses such sizes at the call: not with the writeback cache (the
+    /// kernel takes the write), nor over sshfs or GlusterFS (their clients take or shorten it).
+    var subjectRefusesFarSizes = true
+    /// Whether a hole punch or zeroing that ends past that size, not growing the file, fails with
+    /// EFBIG as on ext4: the layer sees its lower file system's limit, unless that is a FUSE one.
+    var subjectRefusesFarRanges = true
+    static let farSize = 1 << 50
     /// Operations a difference report lists (WRAPFS_CHECKER_HISTORY overrides, for debugging).
     static let historyLength = ProcessInfo.processInfo.environment["WRAPFS_CHECKER_HISTORY"].flatMap { Int($0) } ?? 40
 
@@ -93,6 +104,11 @@ final class DifferentialChecker {
     init(subject: String, reference: String, seed: UInt64) {
         roots = [subject + "/work", reference + "/work"]
         for r in roots { mkdir(r, 0o755) }
+        let probe = roots[1] + "/.far-size-probe"
+        let fd = open(probe, O_CREAT | O_RDWR | O_CLOEXEC, 0o600)
+        farSizesRefused = fd >= 0 && ftruncate(fd, off_t(DifferentialChecker.farSize)) != 0 && errno == EFBIG
+        if fd >= 0 { close(fd) }
+        unlink(probe)
         self.seed = seed
         rng = SplitMix64(seed: seed)
     }
@@ -237,7 +253,8 @@ final class DifferentialChecker {
 
     private func writeAt() throws {
         guard let i = randomOpen() else { return try openFile() }
-        let off = randomOffset(), data = randomData(randomLength())
+        let off = farSizesRefused && subjectRefusesFarSizes && chance(0.02) ? DifferentialChecker.farSize - Int.random(in: 1...70_000, using: &rng) : randomOffset()
+        let data = randomData(randomLength())
         try compare("pwrite \(fds[i].path) at \(off) len \(data.count)") { side in
             .of(data.withUnsafeBytes { pwrite(fds[i].fd[side], $0.baseAddress, $0.count, off_t(off)) })
         }
@@ -264,7 +281,8 @@ final class DifferentialChecker {
 
     private func truncateFile() throws {
         let size: Int
-        switch Int.random(in: 0..<6, using: &rng) {
+        switch Int.random(in: 0..<(farSizesRefused && subjectRefusesFarSizes ? 7 : 6), using: &rng) {
+        case 6: size = DifferentialChecker.farSize + Int.random(in: 0...70, using: &rng)
         case 0: size = 0
         case 1: size = pageSize * Int.random(in: 0...100, using: &rng)
         case 2: size = Int.random(in: 0...pageSize * 2, using: &rng)
@@ -493,8 +511,12 @@ final class DifferentialChecker {
 
     private func punchHole() throws {
         guard let i = randomOpen() else { return }
-        let off = randomOffset(), len = randomLength()
-        let mode = pick([FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, FALLOC_FL_ZERO_RANGE, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, 0, FALLOC_FL_KEEP_SIZE])
+        let off = randomOffset()
+        let far = farSizesRefused && subjectRefusesFarSizes && chance(0.05)
+        let len = far ? DifferentialChecker.farSize - off : randomLength()
+        // Far, a punch or zeroing within the size is refused only where the layer sees the limit.
+        let mode = far && !subjectRefusesFarRanges ? pick([FALLOC_FL_ZERO_RANGE, 0, FALLOC_FL_KEEP_SIZE])
+            : pick([FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, FALLOC_FL_ZERO_RANGE, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, 0, FALLOC_FL_KEEP_SIZE])
         if !subjectAllocates { return }
         try compare("fallocate \(fds[i].path) mode \(mode) at \(off) len \(len)") { side in
             .of(wrapfs_fallocate(fds[i].fd[side], mode, off_t(off), off_t(len)))
