@@ -854,7 +854,8 @@ func checkSizeLimits(codec: String, lowerIn base: String?) throws {
     try withLayers([codec], lowerIn: base) { top, _, _ in
         let ends: [off_t] = [1 << 50, 1 << 62, .max - 10, .max]
         let content = pattern(9000)
-        let steps = ["ftruncate", "pwrite", "pwrite 64 KiB", "fallocate", "fallocate KEEP_SIZE", "punch", "zero range KEEP_SIZE"]
+        let steps = ["ftruncate", "pwrite", "pwrite 64 KiB", "fallocate", "fallocate KEEP_SIZE", "punch", "zero range KEEP_SIZE",
+                     "punch past the end of file"]
         func outcome(_ dir: String) throws -> [String] {
             var lines: [String] = []
             for step in steps {
@@ -872,6 +873,7 @@ func checkSizeLimits(codec: String, lowerIn base: String?) throws {
                     case "fallocate": Int(wrapfs_fallocate(fd, 0, 100, end - 100))
                     case "fallocate KEEP_SIZE": Int(wrapfs_fallocate(fd, FALLOC_FL_KEEP_SIZE, 100, end - 100))
                     case "punch": Int(wrapfs_fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 8000, end - 8000))
+                    case "punch past the end of file": Int(wrapfs_fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, end - 100, 50))
                     default: Int(wrapfs_fallocate(fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, 8000, end - 8000))
                     }
                     let full = step.hasPrefix("pwrite") ? (step == "pwrite" ? 2 : 65536) : 0

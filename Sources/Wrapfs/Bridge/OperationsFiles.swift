@@ -202,7 +202,7 @@ extension Layer {
                 // A codec that changes no byte stores any range without reading the pages around it.
                 if !file.readable && !engine.codec.passesBytesThrough { try requireWholePages(file, offset: offset, count: size) }
                 if file.writesBehind,
-                   writeBehind.reserve(size, writingTo: file.fd, reaching: try engine.lowerEnd(ofLogicalEnd: offset + Int64(size)),
+                   writeBehind.reserve(size, writingTo: file.fd, reaching: try engine.lowerEnd(ofLogicalEnd: offset.rangeEnd(Int64(size))),
                                        flags: fi.pointee.flags) {
                     // The writer goes on while this thread stores the data, still holding the lock.
                     file.inode.markWrittenBehind()
@@ -261,9 +261,9 @@ extension Layer {
                     // Growing first: a size the lower file system refuses (EFBIG, even where the
                     // lseek check cannot see its limit: a FUSE lower) then changes no byte. A
                     // refused zeroing shrinks the file back.
-                    let size = try engine.sizes(file.lower).logical
-                    let grows = !keep && Int64(off + len) > size
-                    if grows { try engine.truncate(file.lower, to: Int64(off + len)) }
+                    let size = try engine.sizes(file.lower).logical, end = Int64(off).rangeEnd(Int64(len))
+                    let grows = !keep && (end < 0 || end > size)
+                    if grows { try engine.truncate(file.lower, to: end) }
                     do {
                         try engine.zeroRange(file.lower, offset: Int64(off), length: Int64(len), lowerMode: FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE)
                     } catch {

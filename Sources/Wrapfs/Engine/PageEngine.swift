@@ -129,7 +129,6 @@ final class PageEngine {
         return (slots - 1) * pageSize + Int64(plain)
     }
 
-    /// The lower size that holds `logical` bytes whose last page encodes to `lastEncoded` bytes.
     /// The lower offset up to which a file of logical size `end` may reach (its last slot whole);
     /// EFBIG past `maximumSize`.
     func lowerEnd(ofLogicalEnd end: Int64) throws -> Int64 {
@@ -137,6 +136,7 @@ final class PageEngine {
         return preserves ? headerSize + end : slotStart((end + pageSize - 1) / pageSize)
     }
 
+    /// The lower size that holds `logical` bytes whose last page encodes to `lastEncoded` bytes.
     private func lowerEnd(lastPage: Int64, encoded: Int) -> Int64 { slotStart(lastPage) + Int64(encoded) }
 
     // MARK: header
@@ -283,7 +283,7 @@ final class PageEngine {
     /// Writes `data` at logical `offset`, growing the file as needed.
     func write(_ file: LowerFile, offset: Int64, data: UnsafeRawBufferPointer) throws {
         guard !data.isEmpty else { return }
-        try checkGrowth(to: offset + Int64(data.count))
+        try checkGrowth(to: offset.rangeEnd(Int64(data.count)))
         if codec.passesBytesThrough { return try writeThrough(file, offset: offset, count: data.count) { try file.fd.write(data, at: offset) } }
         var (lowerSize, size) = try sizes(file)
         let first = offset / pageSize
@@ -763,12 +763,12 @@ final class PageEngine {
         }
         // fallocate checks the file system's largest size before anything else, even for a range
         // past the end of file; lseek(SEEK_SET) answers EINVAL past that same limit.
-        let rangeEnd = offset.addingReportingOverflow(length)
-        let lowerRangeEnd = rangeEnd.overflow || rangeEnd.partialValue > maximumSize ? Int64.max : try lowerEnd(ofLogicalEnd: rangeEnd.partialValue)
+        let rangeEnd = offset.rangeEnd(length)
+        let lowerRangeEnd = rangeEnd < 0 || rangeEnd > maximumSize ? Int64.max : try lowerEnd(ofLogicalEnd: rangeEnd)
         do { _ = try file.fd.seek(lowerRangeEnd, whence: SEEK_SET) } catch let e as Errno where e == .EINVAL { throw Errno.EFBIG }
         let (lowerSize, size) = try sizes(file)
-        let end = min(rangeEnd.overflow ? Int64.max : rangeEnd.partialValue, size)
-        var holeFrom = (offset + pageSize - 1) / pageSize
+        let end = rangeEnd < 0 ? size : min(rangeEnd, size)
+        var holeFrom = offset < end ? (offset + pageSize - 1) / pageSize : 0  // (past the end, nothing to punch)
         var holeTo = end / pageSize  // exclusive
         if end == size && size % pageSize != 0 && preserves { holeTo += 1 }  // a partial last page can be a hole too
         if !preserves && holeTo > (size - 1) / pageSize { holeTo = (size - 1) / pageSize }  // the last page keeps its record
@@ -813,8 +813,7 @@ final class PageEngine {
 
     /// Reserves lower space for logical bytes `offset ..< offset+length` (fallocate mode 0 or KEEP_SIZE).
     func allocate(_ file: LowerFile, offset: Int64, length: Int64, keepSize: Bool) throws {
-        let (end, overflow) = offset.addingReportingOverflow(length)
-        try checkGrowth(to: overflow ? -1 : end)
+        try checkGrowth(to: offset.rangeEnd(length))
         if codec.passesBytesThrough {
             return try file.fd.allocate(mode: keepSize ? FALLOC_FL_KEEP_SIZE : 0, offset: offset, length: length)
         }
@@ -910,6 +909,15 @@ extension UnsafeRawBufferPointer {
 
 extension UnsafeMutableRawBufferPointer {
     var isAllZero: Bool { UnsafeRawBufferPointer(self).isAllZero }
+}
+
+extension Int64 {
+    /// `self + length`, or -1 where that overflows (which `checkGrowth` refuses with EFBIG): the
+    /// kernel keeps a request's range within off_t, and the daemon does not trap if one is not.
+    func rangeEnd(_ length: Int64) -> Int64 {
+        let (end, overflow) = addingReportingOverflow(length)
+        return overflow ? -1 : end
+    }
 }
 
 extension Int {
