@@ -94,6 +94,34 @@ struct PluginTests {
         #expect(!MountTable.isMounted(point))
     }
 
+    @Test("a codec whose slots are smaller than its pages mounts, and pages that fit their slot round-trip")
+    func slotsSmallerThanPages() throws {
+        let p = try Plugins()
+        defer { p.remove() }
+        // It stores a page as it is when it fits in 256 bytes (a short last page), else fails it.
+        let plugin = try p.build("small", source: """
+            #include <errno.h>
+            #include <string.h>
+            #include "wrapfs_codec.h"
+            static long copy(void *s, const uint8_t *p, size_t n, uint8_t *o, size_t room, const struct wrapfs_codec_page *w) {
+                (void)s; (void)w; if (n > room) return -EIO; memmove(o, p, n); return (long)n; }
+            uint32_t wrapfs_codec_abi_version(void) { return WRAPFS_CODEC_ABI_VERSION; }
+            int wrapfs_codec_init(struct wrapfs_codec *c, const char *const *o, char *e, size_t es) {
+                (void)o; (void)e; (void)es;
+                c->abi_version = WRAPFS_CODEC_ABI_VERSION; c->name = "small"; c->summary = "256-byte slots";
+                c->page_size = 4096; c->slot_size = 256; c->encode = copy; c->decode = copy; return 0; }
+            """)
+        // Its largest file (pages times the page size) once overflowed while the mount started.
+        try withLayers(["small"], extra: ["--codec-plugin", plugin]) { top, _, mounts in
+            try writeFile(top + "/f", pattern(200))
+            #expect(try readFile(top + "/f") == pattern(200))
+            #expect(truncate(top + "/f", 1 << 62) == -1 && errno == EIO, "a padded page does not fit its slot")
+            #expect(truncate(top + "/f", .max) == -1 && errno == EFBIG)
+            #expect(try readFile(top + "/f") == pattern(200))
+            #expect(mounts[0].daemonAlive)
+        }
+    }
+
     @Test("a codec that errs or returns more bytes than its buffer fails that page with EIO; the daemon lives on",
           arguments: [("liar", "return (long)room + 100;", "return (long)room + 100;"), ("failing", "return -EIO;", "return -EIO;")])
     func misbehavingCodec(name: String, encode: String, decode: String) throws {

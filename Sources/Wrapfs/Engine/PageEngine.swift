@@ -59,9 +59,10 @@ final class PageEngine {
         self.pageSize = Int64(codec.pageSize)
         self.slotSize = Int64(codec.slotSize)
         self.headerSize = Int64(codec.headerSize)
-        self.maximumSize = codec.passesBytesThrough ? Int64.max : ((Int64.max - headerSize) / slotSize - 2) * pageSize
-        self.maximumLowerSize = codec.passesBytesThrough || codec.preservesSize
-            ? maximumSize : headerSize + maximumSize / pageSize * slotSize
+        // Pages whose slots, and whose bytes, an Int64 holds (a plugin's slots may be smaller than its pages).
+        let pages = min((Int64.max - headerSize) / slotSize, Int64.max / pageSize) - 2
+        self.maximumSize = codec.passesBytesThrough ? Int64.max : pages * pageSize
+        self.maximumLowerSize = codec.passesBytesThrough || codec.preservesSize ? maximumSize : headerSize + pages * slotSize
         self.log = log
     }
 
