@@ -93,7 +93,10 @@ struct MountCommand: ParsableCommand {
         if maxWrite < 4096 || maxWrite > 1 << 20 { throw ValidationError("--max-write must be between 4096 and 1048576") }
         if let maxDescriptors, maxDescriptors < 64 { throw ValidationError("--max-descriptors must be at least 64") }
         if readAhead < 0 || readAhead > 1 << 20 { throw ValidationError("--read-ahead must be between 0 and 1048576 KiB") }
-        if attrTimeout < 0 || entryTimeout < 0 || negativeTimeout < 0 { throw ValidationError("timeouts cannot be negative") }
+        for (name, seconds) in [("--attr-timeout", attrTimeout), ("--entry-timeout", entryTimeout), ("--negative-timeout", negativeTimeout)]
+            where !(0...LayerOptions.longestTimeout).contains(seconds) {
+            throw ValidationError("\(name) must be a number of seconds between 0 and \(Int(LayerOptions.longestTimeout)), got \(seconds)")
+        }
         if let coherence, Coherence(rawValue: coherence) == nil { throw ValidationError("--coherence takes open or explicit, got '\(coherence)'") }
         for o in codecOptions where !o.contains("=") { throw ValidationError("--codec-option takes key=value, got '\(o)'") }
     }

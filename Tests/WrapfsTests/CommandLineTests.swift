@@ -30,6 +30,11 @@ struct CommandLineTests {
         #expect(r.status == 64, "\(r)")
         r = try mountTool([lower, mnt, "--codec", "rot", "--codec-option", "shift=999", "-f"])
         #expect(r.status == 64 && r.output.contains("shift"), "\(r)")
+        // An infinite timeout was taken, and the daemon trapped at its first directory listing.
+        for timeout in ["--attr-timeout=inf", "--entry-timeout=nan", "--negative-timeout=1e300", "--attr-timeout=-1"] {
+            r = try mountTool([lower, mnt, timeout, "-f"])
+            #expect(r.status == 64 && r.output.contains("seconds between 0 and"), "\(timeout): \(r)")
+        }
         #expect(!MountTable.isMounted(mnt))
 
         let m = try Mounted(lower: lower, point: mnt, codec: "identity")

@@ -3,11 +3,13 @@
 /// How a layer talks to the kernel. Defaults favour correctness over a lower file system that
 /// may change behind the layer's back; the benchmark measures the rest.
 public struct LayerOptions {
-    /// Seconds the kernel may cache attributes and names.
+    /// Seconds the kernel may cache attributes and names (0 ... `longestTimeout`).
     public var attributeTimeout: Double = 1.0
     public var entryTimeout: Double = 1.0
     /// Seconds the kernel may remember that a name does not exist (0: never).
     public var negativeTimeout: Double = 1.0
+    /// The longest timeout taken (about 31 years); the layer treats a longer, infinite or NaN one as this.
+    public static let longestTimeout: Double = 1e9
     /// Bypass the page cache: no mmap, every read and write reaches the layer.
     public var directIO = false
     /// Write-only opens bypass the page cache (FOPEN_DIRECT_IO) unless the writeback cache is on

@@ -142,7 +142,9 @@ extension Layer {
     /// milliseconds) are still valid there for at least half their timeouts: a listing may name
     /// them without attributes. Nil when the timeouts are zero.
     private func recentEntriesSince(nowMs: UInt64) -> UInt64? {
-        let window = UInt64(min(options.attributeTimeout, options.entryTimeout) * 500)
+        let shortest = min(options.attributeTimeout, options.entryTimeout)
+        // (An infinite or NaN timeout from a program's own LayerOptions must not trap here.)
+        let window = UInt64((shortest.isNaN ? LayerOptions.longestTimeout : max(0, min(shortest, LayerOptions.longestTimeout))) * 500)
         guard window > 0, nowMs > window else { return nil }
         return nowMs - window
     }
