@@ -14,10 +14,12 @@ public enum BuiltinCodecs {
             try GzipCodec(pageSize: try pageSizeOption(o, default: 65536), level: try o.int("level", default: 6))
         })
         registry.register(CodecDescriptor(name: "aes-gcm", summary: "AES-256-GCM per page, authenticated (volume made by `wrapfs-mount init`)") { o in
-            try AesCodec(.gcm, masterKey: try masterKey(o, "aes-gcm"), pageSize: try pageSizeOption(o), encryptNames: o.string("plaintext-names") != "true")
+            try AesCodec(.gcm, masterKey: try masterKey(o, "aes-gcm"), pageSize: try pageSizeOption(o), encryptNames: o.string("plaintext-names") != "true",
+                         encryptAttributes: o.string("xattrs") == "encrypted")
         })
         registry.register(CodecDescriptor(name: "aes-ctr", summary: "AES-256-CTR per page, confidentiality only (volume made by `wrapfs-mount init`)") { o in
-            try AesCodec(.ctr, masterKey: try masterKey(o, "aes-ctr"), pageSize: try pageSizeOption(o), encryptNames: o.string("plaintext-names") != "true")
+            try AesCodec(.ctr, masterKey: try masterKey(o, "aes-ctr"), pageSize: try pageSizeOption(o), encryptNames: o.string("plaintext-names") != "true",
+                         encryptAttributes: o.string("xattrs") == "encrypted")
         })
     }
 

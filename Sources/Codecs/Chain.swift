@@ -65,6 +65,15 @@ public final class ChainCodec: Codec {
     }
 
     // Names and symlink targets are the outer codec's business (it is the one the lower sees).
+    public func encodeAttributeName(_ name: [UInt8]) throws -> [UInt8] { try outer.encodeAttributeName(try inner.encodeAttributeName(name)) }
+    public func decodeAttributeName(_ name: [UInt8]) throws -> [UInt8] { try inner.decodeAttributeName(try outer.decodeAttributeName(name)) }
+    public func encodeAttributeValue(_ value: [UInt8], name: [UInt8]) throws -> [UInt8] {
+        try outer.encodeAttributeValue(try inner.encodeAttributeValue(value, name: name), name: name)
+    }
+    public func decodeAttributeValue(_ value: [UInt8], name: [UInt8]) throws -> [UInt8] {
+        try inner.decodeAttributeValue(try outer.decodeAttributeValue(value, name: name), name: name)
+    }
+    public var keepsAttributes: Bool { inner.keepsAttributes && outer.keepsAttributes }
     public func encodeName(_ name: [UInt8]) throws -> [UInt8] { try outer.encodeName(try inner.encodeName(name)) }
     public func decodeName(_ name: [UInt8]) throws -> [UInt8] { try inner.decodeName(try outer.decodeName(name)) }
     public func encodeLinkTarget(_ t: [UInt8]) throws -> [UInt8] { try outer.encodeLinkTarget(try inner.encodeLinkTarget(t)) }
@@ -75,7 +84,7 @@ public final class ChainCodec: Codec {
 extension ChainCodec {
     /// Makes `spec`, one codec or a chain ("gzip,aes-gcm"), from the registry: the first codec
     /// takes `options`; each next one takes pages of what the one before makes, the master key,
-    /// and the name options.
+    /// and the name and attribute options.
     public static func make(_ spec: String, options: CodecOptions, registry: CodecRegistry = .shared) throws -> Codec {
         let names = spec.split(separator: ",").map(String.init)
         guard let first = names.first else { throw CodecError("no codec named") }
@@ -83,6 +92,7 @@ extension ChainCodec {
         for next in names.dropFirst() {
             var values = ["input-size": String(made.slotSize)]
             values["plaintext-names"] = options.values["plaintext-names"]
+            values["xattrs"] = options.values["xattrs"]
             let outer = try registry.make(next, options: CodecOptions(values, masterKey: options.masterKey))
             made = try ChainCodec(inner: made, outer: outer)
         }

@@ -51,7 +51,7 @@ struct InitCommand: ParsableCommand {
         let master = try WrappedMasterKey.newMasterKey()
         let wrapped = try WrappedMasterKey(wrapping: master, passphrase: secret, cost: cost)
         master.wipe()
-        try VolumeFile(codec: names.joined(separator: ","), options: ["page-size": String(pageSize), "plaintext-names": plaintextNames ? "true" : "false"], key: wrapped).save(in: lower)
+        try VolumeFile(codec: names.joined(separator: ","), options: ["page-size": String(pageSize), "plaintext-names": plaintextNames ? "true" : "false", "xattrs": "encrypted"], key: wrapped).save(in: lower)
         print("Created an \(codec) volume in \(lower). Mount it with: wrapfs-mount \(lower) MOUNTPOINT --codec \(codec)")
     }
 }

@@ -1,4 +1,5 @@
 // The encrypting codecs: volumes and passphrases, the checker, no plaintext below, tampering.
+import CFuse
 import Foundation
 import Glibc
 import Testing
@@ -48,7 +49,8 @@ struct EncryptionTests {
         }
     }
 
-    @Test("a marker in contents, names and symlink targets appears nowhere in the lower tree", arguments: ["aes-gcm", "aes-ctr", "gzip,aes-gcm"])
+    @Test("a marker in contents, names, symlink targets and user extended attributes appears nowhere in the lower tree",
+          arguments: ["aes-gcm", "aes-ctr", "gzip,aes-gcm"])
     func noPlaintextBelow(codec: String) throws {
         let s = try Scratch("enc")
         defer { s.remove() }
@@ -67,6 +69,120 @@ struct EncryptionTests {
             #expect(found.status == 1, "grep found the marker below: \(found.output)")
             let services = try run("/bin/grep", ["-rl", "Internet services", lower])  // a phrase of /etc/services
             #expect(services.status == 1, "plain text of a copied file below: \(services.output)")
+            // User attributes, on a file and a directory: names and values (gocryptfs encrypts both).
+            for path in [top + "/small", top + "/dir-WRAPFS-MARKER-4711-"] {
+                #expect(setxattr(path, "user.WRAPFS-MARKER-4711-name", "WRAPFS-MARKER-4711-value", 24, 0) == 0, "\(SysError.current)")
+                #expect(setxattr(path, "user.empty", "", 0, 0) == 0)
+            }
+            // Every attribute name and value of every lower file, as bytes.
+            var attributes: [UInt8] = []
+            for path in [lower] + (FileManager.default.subpaths(atPath: lower) ?? []).map({ lower + "/" + $0 }) {
+                var list = [CChar](repeating: 0, count: 65536)
+                let n = llistxattr(path, &list, list.count)
+                for name in list.prefix(max(n, 0)).split(separator: 0).map({ Array($0) + [0] }) {
+                    var value = [UInt8](repeating: 0, count: 65536)
+                    let got = lgetxattr(path, name, &value, value.count)
+                    attributes += name.map { UInt8(bitPattern: $0) } + value.prefix(max(got, 0))
+                }
+            }
+            let text = String(decoding: attributes, as: UTF8.self)
+            #expect(text.contains("user.") && !text.contains("WRAPFS-MARKER"), "\(text)")
+            let shown = try sh("getfattr --absolute-names -d -e text '\(top)/small'")
+            #expect(shown.contains("user.WRAPFS-MARKER-4711-name=\"WRAPFS-MARKER-4711-value\"") && shown.contains("user.empty"), "\(shown)")
+        }
+    }
+
+    @Test("user extended attributes of an encrypted volume: set, get, list, remove, flags, limits and tampering as on ext4, but encrypted")
+    func encryptedAttributes() throws {
+        let s = try Scratch("enc")
+        defer { s.remove() }
+        let plain = try s.dir("plain")
+        try TestVolume(s).with("aes-gcm") { top, lower, _ in
+            // The same calls on the mount and on a plain directory give the same results.
+            func outcome(_ dir: String) throws -> [String] {
+                try writeFile(dir + "/f", [1, 2, 3])
+                mkdir(dir + "/d", 0o755)
+                var lines: [String] = []
+                func call(_ what: String, _ r: Int) { lines.append("\(what): " + (r < 0 ? "errno \(errno)" : "\(r)")) }
+                for path in [dir + "/f", dir + "/d"] {
+                    call("set", Int(setxattr(path, "user.a", "one", 3, 0)))
+                    call("create again", Int(setxattr(path, "user.a", "two", 3, Int32(XATTR_CREATE))))
+                    call("replace", Int(setxattr(path, "user.a", "three", 5, Int32(XATTR_REPLACE))))
+                    call("replace missing", Int(setxattr(path, "user.b", "x", 1, Int32(XATTR_REPLACE))))
+                    call("set 170-byte name", Int(setxattr(path, "user." + String(repeating: "n", count: 170), "v", 1, 0)))
+                    call("set empty", Int(setxattr(path, "user.e", "", 0, 0)))
+                    var value = [UInt8](repeating: 0, count: 64)
+                    call("size of a", getxattr(path, "user.a", nil, 0))
+                    call("get a", getxattr(path, "user.a", &value, 64))
+                    lines.append(String(decoding: value.prefix(5), as: UTF8.self))
+                    call("get a into 2 bytes", getxattr(path, "user.a", &value, 2))
+                    call("get missing", getxattr(path, "user.zz", &value, 64))
+                    var list = [CChar](repeating: 0, count: 1024)
+                    let n = listxattr(path, &list, 1024)
+                    lines.append("list " + list.prefix(max(n, 0)).split(separator: 0).map { String(cString: Array($0) + [0]) }.sorted().joined(separator: ","))
+                    call("size of list", listxattr(path, nil, 0))
+                    call("list into 3 bytes", listxattr(path, &list, 3))
+                    call("remove", Int(removexattr(path, "user.a")))
+                    call("remove again", Int(removexattr(path, "user.a")))
+                    call("get removed", getxattr(path, "user.a", &value, 64))
+                }
+                return lines
+            }
+            #expect(try outcome(top) == (try outcome(plain)))
+            // 171 bytes of name still fit encrypted; past that the lower name would exceed 255 bytes.
+            #expect(setxattr(top + "/f", "user." + String(repeating: "m", count: 200), "v", 1, 0) == -1 && errno == ERANGE)
+            // A value moved to another name, or altered, does not decode: EIO, never its bytes.
+            #expect(setxattr(top + "/f", "user.x", "secret", 6, 0) == 0 && setxattr(top + "/f", "user.y", "other", 5, 0) == 0)
+            var st = stat()
+            let file = try FileManager.default.contentsOfDirectory(atPath: lower).map { lower + "/" + $0 }
+                .first { lstat($0, &st) == 0 && st.st_mode & S_IFMT == S_IFREG && !$0.hasSuffix(".wrapfs.json") }!
+            var storedList = [CChar](repeating: 0, count: 4096)
+            let n = listxattr(file, &storedList, 4096)
+            let lowerNames = storedList.prefix(max(n, 0)).split(separator: 0).map { String(cString: Array($0) + [0]) }
+            // user.e (empty), the 170-byte name ("v"), user.x ("secret"), user.y ("other"): none in plain.
+            #expect(lowerNames.count == 4 && lowerNames.allSatisfy { $0.hasPrefix("user.") && !["user.x", "user.y", "user.e"].contains($0) },
+                    "\(lowerNames)")
+            func stored(_ lowerName: String) -> [UInt8] {
+                var v = [UInt8](repeating: 0, count: 256)
+                return Array(v.prefix(max(0, getxattr(file, lowerName, &v, 256))))
+            }
+            // A value is 16 bytes of IV, the ciphertext and a 16-byte tag: 32 bytes more than its plain one.
+            let byLength = Dictionary(lowerNames.map { (stored($0).count, $0) }, uniquingKeysWith: { a, _ in a })
+            guard let x = byLength[38], let y = byLength[37], let v = byLength[33] else {
+                Issue.record("stored value lengths: \(lowerNames.map { stored($0).count })")
+                return
+            }
+            let (xValue, yValue) = (stored(x), stored(y))
+            #expect(setxattr(file, x, yValue, yValue.count, 0) == 0 && setxattr(file, y, xValue, xValue.count, 0) == 0)
+            var buf = [UInt8](repeating: 0, count: 64)
+            #expect(getxattr(top + "/f", "user.x", &buf, 64) == -1 && errno == EIO, "a value moved to another name")
+            #expect(getxattr(top + "/f", "user.y", &buf, 64) == -1 && errno == EIO, "a value moved to another name")
+            var flipped = stored(v)
+            flipped[20] ^= 1
+            #expect(setxattr(file, v, flipped, flipped.count, 0) == 0)
+            #expect(getxattr(top + "/f", "user." + String(repeating: "n", count: 170), &buf, 64) == -1 && errno == EIO, "an altered value")
+            #expect(getxattr(top + "/f", "user.e", &buf, 64) == 0, "the others still read")
+            // A plain user attribute set below (not made by this key) is not listed.
+            #expect(setxattr(file, "user.plain", "p", 1, 0) == 0)
+            var list = [CChar](repeating: 0, count: 1024)
+            let listed = listxattr(top + "/f", &list, 1024)
+            #expect(listed > 0 && !String(decoding: list.prefix(listed).map { UInt8(bitPattern: $0) }, as: UTF8.self).contains("plain"))
+        }
+    }
+
+    @Test("a volume made before attributes were encrypted keeps them in plain, as they were written")
+    func plainAttributesOfOlderVolumes() throws {
+        let s = try Scratch("enc")
+        defer { s.remove() }
+        let volume = try TestVolume(s)
+        try withLayers(["aes-gcm"], extra: ["--passfile", volume.passfile], prepareLower: { lower in
+            try volume.create(lower, codec: "aes-gcm")
+            // Such a volume file has no "xattrs" option.
+            try sh("sed -i '/\"xattrs\"/d; s/\"plaintext-names\" : \"false\",/\"plaintext-names\" : \"false\"/' '\(lower)/.wrapfs.json'")
+        }) { top, lower, _ in
+            #expect(setxattr(top, "user.old", "kept", 4, 0) == 0)
+            var v = [UInt8](repeating: 0, count: 16)
+            #expect(getxattr(lower, "user.old", &v, 16) == 4 && Array(v.prefix(4)) == Array("kept".utf8))
         }
     }
 

@@ -42,12 +42,17 @@ public final class AesCodec: Codec {
     /// GCM opens with contexts of its own; CTR decrypts with the same pass that encrypts.
     private let openers: ThreadCiphers
     private let names: NameCipher?
+    private let attributes: AttributeCipher?
     private let ivs = RandomReserve()
 
-    public init(_ mode: Mode, masterKey: SecretBytes, pageSize: Int = 4096, encryptNames: Bool = true) throws {
+    /// `encryptAttributes`: user extended attributes too (volumes made since session 33 say so in
+    /// their volume file; older ones keep theirs in plain, as they were written).
+    public init(_ mode: Mode, masterKey: SecretBytes, pageSize: Int = 4096, encryptNames: Bool = true,
+                encryptAttributes: Bool = false) throws {
         self.mode = mode
         self.pageSize = pageSize
         names = encryptNames ? try NameCipher(masterKey: masterKey) : nil
+        attributes = encryptAttributes ? try AttributeCipher(masterKey: masterKey) : nil
         let key = try Subkeys.derive(from: masterKey, purpose: mode == .gcm ? "wrapfs aes-256-gcm page content" : "wrapfs aes-256-ctr page content")
         sealers = ThreadCiphers(gcm: mode == .gcm, encrypt: true, key: key)
         openers = mode == .gcm ? ThreadCiphers(gcm: true, encrypt: false, key: key) : sealers
@@ -61,6 +66,16 @@ public final class AesCodec: Codec {
     public func encodeLinkTarget(_ target: [UInt8]) throws -> [UInt8] { try names.map { try $0.encryptLinkTarget(target) } ?? target }
     public func decodeLinkTarget(_ target: [UInt8]) throws -> [UInt8] { try names.map { try $0.decryptLinkTarget(target) } ?? target }
     public var preservesNameLength: Bool { names == nil }
+
+    public func encodeAttributeName(_ name: [UInt8]) throws -> [UInt8] { try attributes.map { try $0.encryptName(name) } ?? name }
+    public func decodeAttributeName(_ name: [UInt8]) throws -> [UInt8] { try attributes.map { try $0.decryptName(name) } ?? name }
+    public func encodeAttributeValue(_ value: [UInt8], name: [UInt8]) throws -> [UInt8] {
+        try attributes.map { try $0.seal(value, name: name) } ?? value
+    }
+    public func decodeAttributeValue(_ value: [UInt8], name: [UInt8]) throws -> [UInt8] {
+        try attributes.map { try $0.open(value, name: name) } ?? value
+    }
+    public var keepsAttributes: Bool { attributes == nil }
 
     public func encode(_ page: UnsafeRawBufferPointer, into slot: UnsafeMutableRawBufferPointer, context: PageContext) throws -> Int {
         let n = page.count

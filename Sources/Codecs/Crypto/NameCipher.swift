@@ -16,8 +16,9 @@ final class NameCipher: @unchecked Sendable {
     /// Each thread's keyed contexts (made on first use): a lookup or a listed name then keys nothing.
     private var contexts = pthread_key_t()
 
-    init(masterKey: SecretBytes) throws {
-        key = try Subkeys.derive(from: masterKey, purpose: "wrapfs aes-256-siv names", count: 64)
+    /// `purpose` keeps its key apart from every other (attribute names use their own).
+    init(masterKey: SecretBytes, purpose: String = "wrapfs aes-256-siv names") throws {
+        key = try Subkeys.derive(from: masterKey, purpose: purpose, count: 64)
         guard let c = wrapfs_siv_cipher() else { throw CodecError("OpenSSL has no AES-256-SIV (OpenSSL 3 needed)") }
         cipher = c
         composed = Self.composedMatchesOpenSSL(key: key, cipher: c)

@@ -22,7 +22,13 @@ extension Layer {
         if isShadowRoot(ino) { return shadowRefuse(req, "an extended attribute on the shim root") }
         serve(req) {
             defer { inodes.inode(ino).xattrsChanged() }
-            _ = try onLivePath(ino, symlinkError: .EPERM) { path in try sys { wrapfs_setxattr(path, name, value, size, flags) } }
+            if encodesAttribute(name) {
+                try onLivePath(ino, symlinkError: .EPERM) { path in
+                    try setEncodedAttribute(path, name, UnsafeRawBufferPointer(start: value, count: size), flags: flags)
+                }
+            } else {
+                _ = try onLivePath(ino, symlinkError: .EPERM) { path in try sys { wrapfs_setxattr(path, name, value, size, flags) } }
+            }
             fuse_reply_err(req, 0)
         }
     }
@@ -33,6 +39,10 @@ extension Layer {
             let isCapability = strcmp(name, "security.capability") == 0
             let capability = inode.knownToLackCapability()
             if isCapability && capability.known { throw Errno.ENODATA }
+            if encodesAttribute(name) {
+                let value = try onLivePath(ino, symlinkError: .ENODATA) { path in try encodedAttribute(path, name) }
+                return try replyAttributeBytes(req, value, size: size)
+            }
             do {
                 if size == 0 {
                     fuse_reply_xattr(req, try onLivePath(ino, symlinkError: .ENODATA) { path in try sys { wrapfs_getxattr(path, name, nil, 0) } })
@@ -60,6 +70,9 @@ extension Layer {
                 if size == 0 { fuse_reply_xattr(req, 0) } else { fuse_reply_buf(req, nil, 0) }
                 return
             }
+            if !codec.keepsAttributes {
+                return try replyAttributeBytes(req, try onLivePath(ino, symlinkError: .ENODATA) { path in try encodedAttributeList(path) }, size: size)
+            }
             if size == 0 {
                 fuse_reply_xattr(req, try onLivePath(ino, symlinkError: .ENODATA) { path in try sys { wrapfs_listxattr(path, nil, 0) } })
                 return
@@ -75,7 +88,8 @@ extension Layer {
         if isShadowRoot(ino) { return shadowRefuse(req, "an extended attribute on the shim root") }
         serve(req) {
             defer { inodes.inode(ino).xattrsChanged() }
-            _ = try onLivePath(ino, symlinkError: .ENODATA) { path in try sys { wrapfs_removexattr(path, name) } }
+            let lower = encodesAttribute(name) ? try lowerAttributeName(name) : Layer.cString(Layer.bytes(name))
+            _ = try onLivePath(ino, symlinkError: .ENODATA) { path in try sys { wrapfs_removexattr(path, lower) } }
             if strcmp(name, "security.capability") == 0, let ctx = fuse_req_ctx(req)?.pointee {
                 inodes.inode(ino).capabilityRemoved(by: ctx.pid)
             }

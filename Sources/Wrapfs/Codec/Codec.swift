@@ -72,6 +72,19 @@ public protocol Codec: AnyObject {
     func decodeLinkTarget(_ target: [UInt8]) throws -> [UInt8]
     /// True when `encodeName`/`encodeLinkTarget` keep lengths (the layer can then report lower sizes).
     var preservesNameLength: Bool { get }
+
+    /// Encodes the name of an extended attribute in the user namespace, the part after "user."
+    /// (other namespaces, ACLs and capabilities among them, reach the lower file as they are).
+    /// The lower name must be valid there; the default keeps it.
+    func encodeAttributeName(_ name: [UInt8]) throws -> [UInt8]
+    /// Inverse of `encodeAttributeName`; throw for a lower name this codec did not make (it is hidden).
+    func decodeAttributeName(_ name: [UInt8]) throws -> [UInt8]
+    /// Encodes the value of the user attribute whose full plain name is `name`. The default keeps it.
+    func encodeAttributeValue(_ value: [UInt8], name: [UInt8]) throws -> [UInt8]
+    /// Inverse of `encodeAttributeValue`; throw for a value that does not check out (EIO).
+    func decodeAttributeValue(_ value: [UInt8], name: [UInt8]) throws -> [UInt8]
+    /// True when the four attribute methods keep names and values as they are.
+    var keepsAttributes: Bool { get }
 }
 
 /// A page or name that a codec refuses: the layer answers EIO for it and logs `reason`.
@@ -99,4 +112,9 @@ extension Codec {
     public func encodeLinkTarget(_ target: [UInt8]) throws -> [UInt8] { target }
     public func decodeLinkTarget(_ target: [UInt8]) throws -> [UInt8] { target }
     public var preservesNameLength: Bool { true }
+    public func encodeAttributeName(_ name: [UInt8]) throws -> [UInt8] { name }
+    public func decodeAttributeName(_ name: [UInt8]) throws -> [UInt8] { name }
+    public func encodeAttributeValue(_ value: [UInt8], name: [UInt8]) throws -> [UInt8] { value }
+    public func decodeAttributeValue(_ value: [UInt8], name: [UInt8]) throws -> [UInt8] { value }
+    public var keepsAttributes: Bool { true }
 }
