@@ -64,7 +64,7 @@ public final class ChainCodec: Codec {
         }
     }
 
-    // Names and symlink targets are the outer codec's business (it is the one the lower sees).
+    // Names, symlink targets and user attributes go through both, the outer last (it is the one the lower sees).
     public func encodeAttributeName(_ name: [UInt8]) throws -> [UInt8] { try outer.encodeAttributeName(try inner.encodeAttributeName(name)) }
     public func decodeAttributeName(_ name: [UInt8]) throws -> [UInt8] { try inner.decodeAttributeName(try outer.decodeAttributeName(name)) }
     public func encodeAttributeValue(_ value: [UInt8], name: [UInt8]) throws -> [UInt8] {

@@ -97,7 +97,7 @@ struct EncryptionTests {
         let s = try Scratch("enc")
         defer { s.remove() }
         let plain = try s.dir("plain")
-        try TestVolume(s).with("aes-gcm") { top, lower, _ in
+        try TestVolume(s).with("aes-gcm") { top, lower, mounts in
             // The same calls on the mount and on a plain directory give the same results.
             func outcome(_ dir: String) throws -> [String] {
                 try writeFile(dir + "/f", [1, 2, 3])
@@ -162,6 +162,7 @@ struct EncryptionTests {
             #expect(setxattr(file, v, flipped, flipped.count, 0) == 0)
             #expect(getxattr(top + "/f", "user." + String(repeating: "n", count: 170), &buf, 64) == -1 && errno == EIO, "an altered value")
             #expect(getxattr(top + "/f", "user.e", &buf, 64) == 0, "the others still read")
+            #expect(mounts[0].log.contains("extended attribute user.x"), "\(mounts[0].log)")
             // A plain user attribute set below (not made by this key) is not listed.
             #expect(setxattr(file, "user.plain", "p", 1, 0) == 0)
             var list = [CChar](repeating: 0, count: 1024)

@@ -8,7 +8,7 @@ import Wrapfs
 /// - its value is 16-byte random IV | AES-256-GCM ciphertext | 16-byte tag, with the full plain
 ///   name as authenticated data: a value altered, or moved to another name, reads as EIO.
 /// Each value grows by 32 bytes and each name by about a third plus 22 bytes, so names of more
-/// than 170 bytes no longer fit the 255 bytes of an attribute name (ERANGE).
+/// than 171 bytes no longer fit the 255 bytes of an attribute name (ERANGE).
 final class AttributeCipher: @unchecked Sendable {
     private let names: NameCipher
     private let sealers: ThreadCiphers

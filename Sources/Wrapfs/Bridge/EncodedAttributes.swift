@@ -29,14 +29,16 @@ extension Layer {
         _ = try sys { wrapfs_setxattr(path, lower, sealed, sealed.count, flags) }
     }
 
-    /// The plain value of user attribute `name` on `path`; EIO (and a log line) for one that does not decode.
-    func encodedAttribute(_ path: String, _ name: UnsafePointer<CChar>) throws -> [UInt8] {
+    /// The plain value of user attribute `name` on `path` (`inode`'s); EIO, a log line and a
+    /// decode failure in `status` for one that does not decode.
+    func encodedAttribute(_ path: String, _ name: UnsafePointer<CChar>, of inode: Inode) throws -> [UInt8] {
         let lower = try lowerAttributeName(name)
         let stored = try Self.readGrowing { buf, size in try sys { wrapfs_getxattr(path, lower, buf, size) } }
         do {
             return try codec.decodeAttributeValue(stored, name: Layer.bytes(name))
         } catch {
-            log.error("extended attribute \(String(cString: name)) of \(path) does not decode: \(error)")
+            stats.decodeFailed()
+            log.error("decode failed: \(inode.lowerPathForLogs), extended attribute \(String(cString: name)): \(error)")
             throw Errno.EIO
         }
     }

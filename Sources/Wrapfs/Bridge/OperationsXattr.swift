@@ -40,7 +40,7 @@ extension Layer {
             let capability = inode.knownToLackCapability()
             if isCapability && capability.known { throw Errno.ENODATA }
             if encodesAttribute(name) {
-                let value = try onLivePath(ino, symlinkError: .ENODATA) { path in try encodedAttribute(path, name) }
+                let value = try onLivePath(ino, symlinkError: .ENODATA) { path in try encodedAttribute(path, name, of: inode) }
                 return try replyAttributeBytes(req, value, size: size)
             }
             do {

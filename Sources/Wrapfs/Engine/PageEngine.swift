@@ -756,11 +756,7 @@ final class PageEngine {
     func zeroRange(_ file: LowerFile, offset: Int64, length: Int64, lowerMode: Int32) throws {
         if codec.passesBytesThrough {
             // Bytes are bytes: the lower file system takes the range as asked (and its limits).
-            try file.fd.allocate(mode: lowerMode, offset: offset, length: length)
-            if lowerMode & FALLOC_FL_PUNCH_HOLE == 0, (try? file.fd.allocate(mode: FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset: offset, length: length)) != nil {
-                try? file.fd.allocate(mode: FALLOC_FL_KEEP_SIZE, offset: offset, length: length)  // as below: GlusterFS
-            }
-            return
+            return try zeroLower(file, mode: lowerMode, offset: offset, length: length)
         }
         // fallocate checks the file system's largest size before anything else, even for a range
         // past the end of file; lseek(SEEK_SET) answers EINVAL past that same limit.
@@ -775,16 +771,7 @@ final class PageEngine {
         if !preserves && holeTo > (size - 1) / pageSize { holeTo = (size - 1) / pageSize }  // the last page keeps its record
         if offset < end && holeFrom < holeTo {
             let start = slotStart(holeFrom)
-            let length = min(slotStart(holeTo), max(lowerSize, start + 1)) - start
-            try file.fd.allocate(mode: lowerMode, offset: start, length: length)
-            if lowerMode & FALLOC_FL_PUNCH_HOLE == 0 {
-                // ZERO_RANGE: GlusterFS's FUSE client accepts it and only allocates (the bytes stay).
-                // A punched hole reads as zeros everywhere; allocating again keeps the space ZERO_RANGE
-                // reserves.
-                if (try? file.fd.allocate(mode: FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset: start, length: length)) != nil {
-                    try? file.fd.allocate(mode: FALLOC_FL_KEEP_SIZE, offset: start, length: length)
-                }
-            }
+            try zeroLower(file, mode: lowerMode, offset: start, length: min(slotStart(holeTo), max(lowerSize, start + 1)) - start)
         } else {
             // No whole page to hand down: ask the lower file system past its end whether it can.
             let probe = lowerSize.roundedUp(to: slotSize) + slotSize
@@ -798,6 +785,19 @@ final class PageEngine {
         if holeFrom > holeTo { holeFrom = holeTo }
         try writeZeros(file, from: offset, to: min(end, holeFrom * pageSize))
         try writeZeros(file, from: max(offset, holeTo * pageSize), to: end)
+    }
+
+    /// fallocate of `mode` (PUNCH_HOLE or ZERO_RANGE, with KEEP_SIZE) on the lower range.
+    private func zeroLower(_ file: LowerFile, mode: Int32, offset: Int64, length: Int64) throws {
+        try file.fd.allocate(mode: mode, offset: offset, length: length)
+        if mode & FALLOC_FL_PUNCH_HOLE == 0 {
+            // ZERO_RANGE: GlusterFS's FUSE client accepts it and only allocates (the bytes stay).
+            // A punched hole reads as zeros everywhere; allocating again keeps the space ZERO_RANGE
+            // reserves.
+            if (try? file.fd.allocate(mode: FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset: offset, length: length)) != nil {
+                try? file.fd.allocate(mode: FALLOC_FL_KEEP_SIZE, offset: offset, length: length)
+            }
+        }
     }
 
     private func writeZeros(_ file: LowerFile, from: Int64, to: Int64) throws {
