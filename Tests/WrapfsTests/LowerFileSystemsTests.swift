@@ -103,6 +103,62 @@ struct LowerFileSystemsTests {
         }
     }
 
+    /// bindfs keeps a file unlinked while open there as `.fuse_hidden*` until its RELEASE, which
+    /// comes after close(2) returns; the layer lists the directory as empty meanwhile, and its
+    /// rmdir must then succeed as on a local file system (it failed at once with ENOTEMPTY: the
+    /// checker met it once in CI, seed 77), and so must a rename over it. Here the file is held
+    /// open in bindfs from outside the layer and closed 300 ms into the call; held open for good,
+    /// rmdir still answers ENOTEMPTY.
+    @Test("over bindfs, rmdir waits for files unlinked while open there (.fuse_hidden*) to go",
+          .timeLimit(.minutes(2)), arguments: [["identity"], ["aes-gcm"]])
+    func rmdirAfterHiddenFilesOverBindfs(codecs: [String]) throws {
+        try withLowerFileSystem("bindfs") { base, _ in
+            try withLayers(codecs, lowerIn: base) { top, lower, _ in
+                let fm = FileManager.default
+                // A directory made through the layer and its one file, by their lower paths.
+                func makeDirectoryWithFile(_ name: String) throws -> (dir: String, file: String) {
+                    let before = Set(try fm.contentsOfDirectory(atPath: lower))
+                    #expect(mkdir(top + "/" + name, 0o755) == 0)
+                    try writeFile(top + "/" + name + "/f", [1, 2, 3])
+                    let dir = lower + "/" + Set(try fm.contentsOfDirectory(atPath: lower)).subtracting(before).first!
+                    let files = try fm.contentsOfDirectory(atPath: dir)
+                    #expect(files.count == 1)
+                    return (dir, dir + "/" + files[0])
+                }
+                let d = try makeDirectoryWithFile("d")
+                let held = open(d.file, O_RDONLY)  // open in bindfs, not in the layer
+                #expect(held >= 0)
+                #expect(unlink(top + "/d/f") == 0)
+                #expect(try fm.contentsOfDirectory(atPath: top + "/d") == [])
+                #expect(try fm.contentsOfDirectory(atPath: d.dir).allSatisfy { $0.hasPrefix(".fuse_hidden") })
+                let closer = Thread { usleep(300_000); close(held) }
+                closer.start()
+                let started = Date()
+                #expect(rmdir(top + "/d") == 0, "rmdir: errno \(errno)")
+                #expect(Date().timeIntervalSince(started) > 0.2)
+                #expect(access(d.dir, F_OK) != 0)
+
+                // The same for a directory renamed over such a directory.
+                let g = try makeDirectoryWithFile("g")
+                let heldToo = open(g.file, O_RDONLY)
+                #expect(unlink(top + "/g/f") == 0)
+                #expect(mkdir(top + "/h", 0o755) == 0)
+                let closerToo = Thread { usleep(300_000); close(heldToo) }
+                closerToo.start()
+                #expect(rename(top + "/h", top + "/g") == 0, "rename: errno \(errno)")
+                #expect(access(top + "/h", F_OK) != 0 && access(top + "/g", F_OK) == 0)
+
+                // A file still open in bindfs keeps its directory there, and so here.
+                let e = try makeDirectoryWithFile("e")
+                let kept = open(e.file, O_RDONLY)
+                defer { close(kept) }
+                #expect(unlink(top + "/e/f") == 0)
+                #expect(rmdir(top + "/e") == -1 && errno == ENOTEMPTY)
+                #expect(try FileManager.default.contentsOfDirectory(atPath: top + "/e") == [])
+            }
+        }
+    }
+
     /// After `link a b; unlink a` the name the layer's descriptor came by is gone in bindfs: every
     /// call by b must still reach the file, with nothing (a stat) to revive the descriptor first.
     @Test("over bindfs, chmod, xattrs, truncate and utimes by the name left after link and unlink",

@@ -60,10 +60,37 @@ extension Layer {
             let dir = inodes.inode(parent)
             if directory { inodes.closing.wait(milliseconds: 100) }
             let lname = try lowerName(name, in: dir)
-            try dir.fd.unlinkAt(lname, directory: directory)
+            do {
+                try dir.fd.unlinkAt(lname, directory: directory)
+            } catch let e as Errno where e == .ENOTEMPTY && directory && inodes.verifyHits {
+                try onceHiddenFilesGo(from: dir, lname) { try dir.fd.unlinkAt(lname, directory: true) }
+            }
             dropLongName(lname, in: dir)
             fuse_reply_err(req, 0)
         }
+    }
+
+    /// rmdir, or rename over a directory, on a lower FUSE file system on libfuse's path-based API
+    /// (bindfs): it keeps a file unlinked while open there as `.fuse_hidden*` until its RELEASE,
+    /// which the kernel sends after close(2) has returned (to the layer, and from the layer to
+    /// the lower). Directory `lname` of `dir`, which the layer lists as empty (it hides those
+    /// names), then refuses for a moment where a local file system would not. Retries `remove`
+    /// for about a second while nothing else is left; a file still open keeps it ENOTEMPTY, as
+    /// the lower itself does.
+    private func onceHiddenFilesGo(from dir: Inode, _ lname: UnsafePointer<CChar>, _ remove: () throws -> Void) throws {
+        let hidden = Array(".fuse_hidden".utf8)
+        for attempt in 0..<100 {
+            let left = (try? dir.fd.entryNames(of: lname)) ?? []
+            if !left.allSatisfy({ $0.starts(with: hidden) }) { throw Errno.ENOTEMPTY }
+            if attempt > 0 || !left.isEmpty { usleep(10_000) }
+            do {
+                return try remove()
+            } catch let e as Errno where e == .ENOTEMPTY {
+                continue
+            }
+        }
+        log.info("\(dir.lowerPathForLogs)/\(String(cString: lname)) is not empty below: it holds files unlinked while still open there (.fuse_hidden*)")
+        throw Errno.ENOTEMPTY
     }
 
     func rename(_ req: fuse_req_t, _ parent: fuse_ino_t, _ name: UnsafePointer<CChar>,
@@ -72,7 +99,11 @@ extension Layer {
         serve(req) {
             let from = inodes.inode(parent), to = inodes.inode(newParent)
             let oldLower = try lowerName(name, in: from), newLower = try lowerNameForNew(newName, in: to)
-            try from.fd.renameAt(oldLower, to: to.fd, newLower, flags: flags)
+            do {
+                try from.fd.renameAt(oldLower, to: to.fd, newLower, flags: flags)
+            } catch let e as Errno where e == .ENOTEMPTY && inodes.verifyHits {
+                try onceHiddenFilesGo(from: to, newLower) { try from.fd.renameAt(oldLower, to: to.fd, newLower, flags: flags) }
+            }
             // The old name is gone (unless the two were exchanged or are one and the same).
             if flags & 2 == 0 && !(from === to && oldLower == newLower) { dropLongName(oldLower, in: from) }
             fuse_reply_err(req, 0)

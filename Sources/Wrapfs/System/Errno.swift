@@ -33,6 +33,7 @@ public struct Errno: Error, Equatable, Hashable, CustomStringConvertible, Sendab
     public static let ELOOP = Errno(Glibc.ELOOP)
     public static let EXDEV = Errno(Glibc.EXDEV)
     public static let ESTALE = Errno(Glibc.ESTALE)
+    public static let ENOTEMPTY = Errno(Glibc.ENOTEMPTY)
 }
 
 /// Runs a syscall that returns -1 on failure, retrying on EINTR, and throws its errno.

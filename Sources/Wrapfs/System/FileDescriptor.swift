@@ -156,6 +156,23 @@ public struct FileDescriptor: Hashable, Sendable {
     public func linkTo(_ newDir: FileDescriptor, _ newName: UnsafePointer<CChar>) throws {
         _ = try sys { linkat(AT_FDCWD, procPath, newDir.rawValue, newName, AT_SYMLINK_FOLLOW) }
     }
+    /// The names in subdirectory `name` of this directory, "." and ".." left out.
+    public func entryNames(of name: UnsafePointer<CChar>) throws -> [[UInt8]] {
+        let dir = try openAt(name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW)
+        guard let stream = fdopendir(dir.rawValue) else { let e = Errno.current; dir.close(); throw e }
+        defer { closedir(stream) }
+        var names: [[UInt8]] = []
+        while true {
+            errno = 0
+            guard let ent = Glibc.readdir(stream) else {
+                if errno != 0 { throw Errno.current }
+                return names
+            }
+            let n = wrapfs_dirent_name(ent)!
+            let bytes = Array(UnsafeRawBufferPointer(start: n, count: strlen(n)))
+            if bytes != [0x2E] && bytes != [0x2E, 0x2E] { names.append(bytes) }
+        }
+    }
     /// The target of the symlink this O_PATH descriptor holds, as raw bytes.
     public func readLink() throws -> [UInt8] {
         var buf = [UInt8](repeating: 0, count: Int(PATH_MAX) + 1)
