@@ -488,6 +488,60 @@ struct OperationsTests {
         }
     }
 
+    /// ext4's write(2) stores the part of a write below its largest file size and returns its
+    /// length (EFBIG only when nothing fits). The layer did store only what the kernel had split
+    /// off into earlier requests (1,808 of 10,000 bytes) and failed the crossing request whole.
+    @Test("a write crossing the largest file size stores the part before it and returns that length, as on ext4",
+          arguments: [("identity", [String]()), ("identity", ["--splice"]), ("rot", []), ("gzip", []), ("aes-gcm", []), ("aes-ctr", [])])
+    func writesCrossingTheLargestSize(codec: String, extra: [String]) throws {
+        let plain = try Scratch("plain")
+        defer { plain.remove() }
+        try withLayers([codec], extra: extra) { top, _, _ in
+            // The largest size ftruncate gives a file, and what two crossing writes store there.
+            func outcome(_ dir: String) throws -> [String] {
+                let content = pattern(9000)
+                try writeFile(dir + "/f", content)
+                let fd = open(dir + "/f", O_RDWR | O_CLOEXEC)
+                #expect(fd >= 0)
+                var (low, high) = (off_t(9000), off_t.max)
+                while low < high {
+                    let middle = low + (high - low + 1) / 2
+                    if ftruncate(fd, middle) == 0 { low = middle } else { high = middle - 1 }
+                }
+                let limit = low
+                #expect(limit < 1 << 45, "a limit of 16 TiB or so, not off_t's end")
+                #expect(ftruncate(fd, 9000) == 0)
+                var lines: [String] = []
+                for (before, count) in [(10_000, 65536), (300_000, 1 << 20), (0, 10)] {
+                    let data = [UInt8](repeating: 7, count: count)
+                    let at = limit - off_t(before)
+                    let n = data.withUnsafeBytes { pwrite(fd, $0.baseAddress, count, at) }
+                    let failure = n < 0 ? errno : 0
+                    var st = stat()
+                    _ = fstat(fd, &st)
+                    var back = [UInt8](repeating: 0, count: max(n, 0))
+                    let read = back.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, at) }
+                    // gzip's last slot must fit whole: up to one of its 64 KiB pages less.
+                    let fits = codec == "gzip" && dir == top ? n > 0 && n <= before && before - n <= 65536 : n == before
+                    lines.append("\(before) before the limit: " + (n < 0 ? "errno \(failure)" : fits ? "the part before it" : "\(n) bytes"))
+                    if n > 0 {
+                        #expect(st.st_size == at + off_t(n) && read == n && back.allSatisfy { $0 == 7 }, "\(dir): size \(st.st_size), read \(read)")
+                    }
+                    #expect(ftruncate(fd, 9000) == 0)
+                }
+                var head = [UInt8](repeating: 0, count: 9000)
+                #expect(head.withUnsafeMutableBytes { pread(fd, $0.baseAddress, 9000, 0) } == 9000 && head == content)
+                #expect(close(fd) == 0)
+                #expect(try readFile(dir + "/f") == content)
+                return lines
+            }
+            let expected = try outcome(plain.path)
+            #expect(expected == ["10000 before the limit: the part before it", "300000 before the limit: the part before it",
+                                 "0 before the limit: errno \(EFBIG)"])
+            #expect(try outcome(top) == expected)
+        }
+    }
+
     @Test("growing a file past the largest size fails with EFBIG at the call, as in the lower directory, and changes nothing",
           arguments: ["identity", "rot", "gzip", "aes-gcm", "aes-ctr"])
     func sizeLimits(codec: String) throws {

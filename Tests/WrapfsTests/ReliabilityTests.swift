@@ -316,6 +316,50 @@ struct ReliabilityTests {
         }
     }
 
+    /// A local file system's write(2) at a full disk stores what fits and returns that length;
+    /// ENOSPC comes with the next write. identity passes its lower's answer on: it failed such a
+    /// write whole instead (and cut the file back).
+    @Test("identity at a full lower disk: a write stores what fits and returns its length, as the lower's own write(2) does",
+          .timeLimit(.minutes(2)), arguments: ["tmpfs", "ext4"])
+    func shortWriteAtFullDisk(kind: String) throws {
+        try withSmallFileSystem(kind, megabytes: 8) { dir, s in
+            // Writes of 1,000,003 bytes until one fails: their counts, and the bytes they stored.
+            func fill(_ path: String) throws -> (counts: [Int], total: Int) {
+                let fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0o644)
+                #expect(fd >= 0)
+                var counts: [Int] = [], total = 0
+                for seed in 1...100 {
+                    let chunk = noise(1_000_003, seed: UInt64(seed))
+                    let n = write(fd, chunk, chunk.count)
+                    counts.append(n < 0 ? -Int(errno) : n)
+                    if n < 0 { break }
+                    total += n
+                }
+                #expect(close(fd) == 0)
+                var st = stat()
+                #expect(stat(path, &st) == 0 && st.st_size == off_t(total))
+                return (counts, total)
+            }
+            #expect(mkdir(dir + "/plain", 0o755) == 0)
+            let plain = try fill(dir + "/plain/f")
+            #expect(unlink(dir + "/plain/f") == 0)
+            #expect(plain.counts.last == -Int(ENOSPC) && plain.counts.dropLast().last.map { $0 > 0 && $0 < 1_000_003 } == true,
+                    "the plain file system: \(plain.counts)")
+
+            let layer = try LayerSetup(s, codec: "identity", lower: dir + "/lower")
+            let m = try layer.mount()
+            defer { m.unmount() }
+            let got = try fill(layer.point + "/f")
+            #expect(got.counts.last == -Int(ENOSPC) && got.counts.dropLast().last.map { $0 > 0 && $0 < 1_000_003 } == true,
+                    "the layer: \(got.counts); the plain file system: \(plain.counts)")
+            #expect(abs(got.total - plain.total) <= 1 << 20, "layer \(got.total) bytes, plain \(plain.total)")
+            var expected: [UInt8] = []
+            for (seed, n) in got.counts.enumerated() where n > 0 { expected += noise(1_000_003, seed: UInt64(seed + 1))[0..<n] }
+            try dropCaches()
+            #expect(try readWhole(layer.point + "/f") == expected)
+        }
+    }
+
     /// A layer of `codec` over a tmpfs of `megabytes`: write-behind needs a local lower with room.
     private func withLayerOnTmpfs(_ codec: String = "identity", megabytes: Int, extra: [String] = [],
                                   _ body: (_ dir: String, _ scratch: Scratch, _ layer: LayerSetup, _ mounted: Mounted) throws -> Void) throws {

@@ -64,7 +64,7 @@ extension Layer {
     func replyAttributeBytes(_ req: fuse_req_t, _ bytes: [UInt8], size: Int) throws {
         if size == 0 { fuse_reply_xattr(req, bytes.count); return }
         guard bytes.count <= size else { throw Errno.ERANGE }
-        bytes.withUnsafeBytes { fuse_reply_buf(req, $0.baseAddress?.assumingMemoryBound(to: CChar.self), $0.count) }
+        _ = bytes.withUnsafeBytes { fuse_reply_buf(req, $0.baseAddress?.assumingMemoryBound(to: CChar.self), $0.count) }
     }
 
     /// Reads what `call` gives (asked for its size first), again while it grows in between (ERANGE).

@@ -182,6 +182,7 @@ extension Layer {
             let size = data.count
             var placedElsewhere = false
             var acknowledged = false
+            var written = size
             try file.inode.content.writing {
                 if let e = file.inode.pendingWriteError() { throw e }  // an acknowledged write failed
                 if bypassesPageCache(file.flags) && writeKillsSetID(req) {
@@ -212,7 +213,9 @@ extension Layer {
                 }
                 defer { if acknowledged { writeBehind.stored(size) } }
                 do {
-                    try engine.write(file.lower, offset: offset, source: data)
+                    // Not acknowledged yet, it may store less, as write(2) at a full disk or at
+                    // the largest file size does (the kernel then returns that much).
+                    written = try engine.write(file.lower, offset: offset, source: data, mayStop: !acknowledged)
                 } catch where acknowledged {
                     let e = error as? Errno ?? .EIO
                     file.inode.deferWriteError(e)
@@ -222,7 +225,7 @@ extension Layer {
             }
             contentChanged(file.inode)
             if acknowledged { return }
-            fuse_reply_write(req, size)
+            fuse_reply_write(req, written)
             // Off the request's thread: from inside it the kernel may hold the pages we would wait for.
             if placedElsewhere { invalidateKernelPages(ino) }
         }

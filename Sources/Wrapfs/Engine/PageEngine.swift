@@ -281,11 +281,58 @@ final class PageEngine {
 
     // MARK: write
 
-    /// Writes `data` at logical `offset`, growing the file as needed.
-    func write(_ file: LowerFile, offset: Int64, data: UnsafeRawBufferPointer) throws {
-        guard !data.isEmpty else { return }
+    /// Writes `data` at logical `offset`, growing the file as needed, and returns the bytes
+    /// written: all of them, or with `mayStop` what a local file system's write(2) takes before
+    /// it stops: the part below the largest file the lower file system holds (EFBIG past it), and
+    /// for a codec that changes no byte whatever the lower took before an error (ENOSPC). Throws
+    /// when nothing was written, or without `mayStop` when not all was (the file as it was).
+    func write(_ file: LowerFile, offset: Int64, data: UnsafeRawBufferPointer, mayStop: Bool = false) throws -> Int {
+        guard !data.isEmpty else { return 0 }
+        if codec.passesBytesThrough {
+            try checkGrowth(to: offset.rangeEnd(Int64(data.count)))
+            return try writeThrough(file, offset: offset, count: data.count, mayStop: mayStop) { file.fd.writeUntilRefused(data, at: offset) }
+        }
+        do {
+            try writePages(file, offset: offset, data: data)
+            return data.count
+        } catch let e as Errno where e == .EFBIG && mayStop {
+            let fits = fittingLength(file, offset: offset, count: data.count)
+            guard fits > 0 else { throw e }
+            try writePages(file, offset: offset, data: UnsafeRawBufferPointer(rebasing: data[..<fits]))
+            return fits
+        }
+    }
+
+    /// How many of `count` bytes written at logical `offset` fit below `maximumSize` and the
+    /// largest file the lower file system holds (lseek(SEEK_SET) answers EINVAL past it, see
+    /// `WriteBehind.reserve`). Asked only after a write failed with EFBIG. Exact for codecs that
+    /// keep sizes or add a fixed overhead to a page; for others the last page's slot counts whole.
+    private func fittingLength(_ file: LowerFile, offset: Int64, count: Int) -> Int {
+        func fits(_ n: Int) -> Bool {
+            let end = offset.rangeEnd(Int64(n))
+            guard end >= 0, end <= maximumSize else { return false }
+            let lowerEnd: Int64
+            if preserves {
+                lowerEnd = headerSize + end
+            } else if let overhead = codec.fixedOverhead {
+                let last = (end - 1) / pageSize
+                lowerEnd = slotStart(last) + (end - last * pageSize) + Int64(overhead)
+            } else {
+                lowerEnd = slotStart((end + pageSize - 1) / pageSize)
+            }
+            return (try? file.fd.seek(lowerEnd, whence: SEEK_SET)) != nil
+        }
+        var (low, high) = (0, count)  // the answer lies in low...high
+        while low < high {
+            let middle = low + (high - low + 1) / 2
+            if fits(middle) { low = middle } else { high = middle - 1 }
+        }
+        return low
+    }
+
+    /// `write` through the pages of a codec that encodes: all of `data` or an error, the file as it was.
+    private func writePages(_ file: LowerFile, offset: Int64, data: UnsafeRawBufferPointer) throws {
         try checkGrowth(to: offset.rangeEnd(Int64(data.count)))
-        if codec.passesBytesThrough { return try writeThrough(file, offset: offset, count: data.count) { try file.fd.write(data, at: offset) } }
         var (lowerSize, size) = try sizes(file)
         let first = offset / pageSize
         // A new file's header goes out in one pwrite with its first slot.
@@ -311,41 +358,46 @@ final class PageEngine {
 
     /// Writes a request's data wherever it is: in memory, or still in the pipe libfuse spliced
     /// it into (only codecs that change no byte ask for that; any other gets it copied out).
-    func write(_ file: LowerFile, offset: Int64, source: WriteSource) throws {
+    /// Returns the bytes written, as `write(_:offset:data:mayStop:)`.
+    func write(_ file: LowerFile, offset: Int64, source: WriteSource, mayStop: Bool) throws -> Int {
         switch source {
         case .memory(let data):
-            try write(file, offset: offset, data: data)
+            return try write(file, offset: offset, data: data, mayStop: mayStop)
         case .pipe(let bufv, let count) where codec.passesBytesThrough:
-            try writeThrough(file, offset: offset, count: count) {
+            guard count > 0 else { return 0 }
+            try checkGrowth(to: offset.rangeEnd(Int64(count)))
+            return try writeThrough(file, offset: offset, count: count, mayStop: mayStop) {
                 // The kernel moves the request's pages from the pipe into the lower file.
                 var done = 0
                 while done < count {
                     let n = wrapfs_buf_to_fd(bufv, file.fd.rawValue, off_t(offset) + off_t(done))
-                    if n < 0 { throw Errno(Int32(-n)) }
-                    if n == 0 { throw Errno.EIO }
+                    if n <= 0 { return (done, n < 0 ? Errno(Int32(-n)) : .EIO) }
                     done += n
                 }
+                return (done, nil)
             }
         case .pipe(let bufv, let count):
-            try pool.with(count) { buffer in
+            return try pool.with(count) { buffer in
                 guard wrapfs_buf_to_mem(bufv, buffer.baseAddress, count) == count else { throw Errno.EIO }
-                try write(file, offset: offset, data: UnsafeRawBufferPointer(buffer))
+                return try write(file, offset: offset, data: UnsafeRawBufferPointer(buffer), mayStop: mayStop)
             }
         }
     }
 
     /// `write` for a codec that changes no byte: the request's bytes go down as they are (no page
     /// loaded, copied or encoded; unaligned writes read nothing).
-    private func writeThrough(_ file: LowerFile, offset: Int64, count: Int, _ store: () throws -> Void) throws {
+    /// `store` returns the bytes it wrote and the error that stopped it short.
+    private func writeThrough(_ file: LowerFile, offset: Int64, count: Int, mayStop: Bool,
+                              _ store: () -> (written: Int, error: Errno?)) throws -> Int {
         let lowerSize = Int64(try file.fd.stat().st_size)
-        do {
-            try store()
-        } catch {
+        let (written, error) = store()
+        if let error, written == 0 || !mayStop {
             // A full lower disk mid-write: the file keeps its old length, as the failed call reports.
             if offset + Int64(count) > lowerSize { try? file.fd.truncate(to: lowerSize) }
             throw error
         }
-        stats.encoded(plain: count, into: count)
+        stats.encoded(plain: written, into: written)
+        return written
     }
 
     /// The second half of `write`: loads partly covered pages, copies `data` in and stores the pages.
@@ -806,7 +858,7 @@ final class PageEngine {
             let n = Int(min(to - at, 1 << 20))
             try pool.with(n) { zeros in
                 zeros.initializeMemory(as: UInt8.self, repeating: 0)
-                try write(file, offset: at, data: UnsafeRawBufferPointer(zeros))
+                _ = try write(file, offset: at, data: UnsafeRawBufferPointer(zeros))
             }
             at += Int64(n)
         }

@@ -74,11 +74,21 @@ public struct FileDescriptor: Hashable, Sendable {
 
     /// Writes all of `buffer` at `offset`.
     public func write(_ buffer: UnsafeRawBufferPointer, at offset: Int64) throws {
+        if let error = writeUntilRefused(buffer, at: offset).error { throw error }
+    }
+
+    /// Writes `buffer` at `offset` as far as the file system takes it: the bytes written, and the
+    /// error that stopped it short (a full disk, the largest file size), nil when all went.
+    public func writeUntilRefused(_ buffer: UnsafeRawBufferPointer, at offset: Int64) -> (written: Int, error: Errno?) {
         var done = 0
         while done < buffer.count {
-            let n = try sys { pwrite(rawValue, buffer.baseAddress! + done, buffer.count - done, off_t(offset) + off_t(done)) }
-            done += n
+            do {
+                done += try sys { pwrite(rawValue, buffer.baseAddress! + done, buffer.count - done, off_t(offset) + off_t(done)) }
+            } catch {
+                return (done, error as? Errno ?? .EIO)
+            }
         }
+        return (done, nil)
     }
 
     public func truncate(to size: Int64) throws { _ = try sys { ftruncate(rawValue, off_t(size)) } }
