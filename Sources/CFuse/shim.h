@@ -330,5 +330,10 @@ static const int wrapfs_o_tmpfile = 020000000 | O_DIRECTORY;  // __O_TMPFILE of 
 static const int wrapfs_f_ofd_getlk = 36;
 static const int wrapfs_f_ofd_setlk = 37;
 static const unsigned long wrapfs_fs_ioc_getflags = FS_IOC_GETFLAGS;
+static const unsigned long wrapfs_fs_ioc_setflags = FS_IOC_SETFLAGS;
+static const unsigned long wrapfs_fs_ioc_fsgetxattr = FS_IOC_FSGETXATTR;
+static const unsigned long wrapfs_fs_ioc_fssetxattr = FS_IOC_FSSETXATTR;
+static const int wrapfs_fsxattr_size = (int)sizeof(struct fsxattr);
+static inline int wrapfs_ioctl_buffer(int fd, unsigned long cmd, void *arg) { return ioctl(fd, cmd, arg); }
 
 #endif

@@ -40,8 +40,8 @@ extension Layer {
         ops.fsync = { req, ino, datasync, fi in Layer.of(req).timed(.fsync) { $0.fsync(req!, ino, datasync != 0, fi!) } }
         ops.fallocate = { req, ino, mode, off, len, fi in Layer.of(req).timed(.fallocate) { $0.fallocate(req!, ino, mode, off, len, fi!) } }
         ops.lseek = { req, ino, off, whence, fi in Layer.of(req).timed(.lseek) { $0.lseek(req!, ino, off, whence, fi!) } }
-        ops.ioctl = { req, ino, cmd, _, _, flags, input, inputSize, _ in
-            Layer.of(req).timed(.ioctl) { $0.ioctl(req!, ino, cmd, flags, input, inputSize) }
+        ops.ioctl = { req, ino, cmd, _, _, flags, input, inputSize, outputSize in
+            Layer.of(req).timed(.ioctl) { $0.ioctl(req!, ino, cmd, flags, input, inputSize, outputSize) }
         }
         // directories
         ops.opendir = { req, ino, fi in Layer.of(req).timed(.opendir) { $0.opendir(req!, ino, fi!) } }

@@ -24,6 +24,11 @@ extension Layer {
         } catch let e as Errno where e == .EACCES && upgraded && flags & O_ACCMODE == O_WRONLY {
             fd = try create((f & ~O_ACCMODE) | O_WRONLY)  // write-only lower file: no partial-page writes
             readable = false
+        } catch let e as Errno where e == .EPERM && flags & O_APPEND != 0 && flags & O_ACCMODE != O_RDONLY && engine.codec.passesBytesThrough {
+            // An append-only lower file (chattr +a) opens for writing only with O_APPEND, and then
+            // every pwrite lands at its end: where the layer puts an O_APPEND write anyway. A codec
+            // that encodes rewrites the last slot, which such a file refuses.
+            fd = try create(f | O_APPEND)
         }
         return (fd, readable)
     }

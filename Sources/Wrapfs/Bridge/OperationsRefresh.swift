@@ -1,4 +1,4 @@
-// ioctl: the refresh request ("reverse msync"), and the invalidation of kernel pages it and others use.
+// The refresh ioctl ("reverse msync"), and the invalidation of kernel pages it and others use.
 import Glibc
 import CFuse
 
@@ -7,9 +7,7 @@ extension Layer {
     /// dirty pages of the range, which are requests this daemon must serve: so it runs on the
     /// refresh queue, and the ioctl is answered from there once the pages are gone. The
     /// worker thread that took the ioctl is free meanwhile, even with a single worker.
-    func ioctl(_ req: fuse_req_t, _ ino: fuse_ino_t, _ cmd: UInt32, _ flags: UInt32,
-               _ input: UnsafeRawPointer?, _ inputSize: Int) {
-        guard cmd == wrapfs_ioc_refresh else { fuse_reply_err(req, ENOTTY); return }
+    func refresh(_ req: fuse_req_t, _ ino: fuse_ino_t, _ flags: UInt32, _ input: UnsafeRawPointer?, _ inputSize: Int) {
         guard flags & UInt32(FUSE_IOCTL_DIR) == 0, inodes.inode(ino).isRegular else { fuse_reply_err(req, ENOTTY); return }
         guard let input, inputSize >= 16 else { fuse_reply_err(req, EINVAL); return }
         let offset = input.loadUnaligned(as: UInt64.self), length = input.loadUnaligned(fromByteOffset: 8, as: UInt64.self)
