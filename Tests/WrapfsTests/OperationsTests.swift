@@ -542,6 +542,29 @@ struct OperationsTests {
         }
     }
 
+    /// With the writeback cache the kernel takes such a write into its cache (it knows no
+    /// largest size for a FUSE file), and writes it back later, where it ignores a short count:
+    /// only an error tells fsync. A store there that stopped short was lost without a word.
+    @Test("with --writeback-cache a write crossing the largest file size fails at fsync (EFBIG), not silently",
+          arguments: ["identity", "aes-gcm"])
+    func writebackCrossingTheLargestSize(codec: String) throws {
+        try withLayers([codec], extra: ["--writeback-cache"]) { top, _, _ in
+            try writeFile(top + "/f", pattern(9000))
+            let fd = open(top + "/f", O_RDWR | O_CLOEXEC)
+            #expect(fd >= 0)
+            defer { close(fd) }
+            var (low, high) = (off_t(9000), off_t(1) << 46)
+            while low < high {
+                let middle = low + (high - low + 1) / 2
+                if ftruncate(fd, middle) == 0 { low = middle } else { high = middle - 1 }
+            }
+            #expect(ftruncate(fd, 9000) == 0)
+            let data = [UInt8](repeating: 7, count: 65536)
+            #expect(data.withUnsafeBytes { pwrite(fd, $0.baseAddress, 65536, low - 10_000) } == 65536, "the cache takes it")
+            #expect(fsync(fd) == -1 && errno == EFBIG, "fsync: \(errno)")
+        }
+    }
+
     @Test("growing a file past the largest size fails with EFBIG at the call, as in the lower directory, and changes nothing",
           arguments: ["identity", "rot", "gzip", "aes-gcm", "aes-ctr"])
     func sizeLimits(codec: String) throws {

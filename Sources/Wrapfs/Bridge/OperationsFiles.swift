@@ -219,8 +219,11 @@ extension Layer {
                 defer { if acknowledged { writeBehind.stored(size) } }
                 do {
                     // Not acknowledged yet, it may store less, as write(2) at a full disk or at
-                    // the largest file size does (the kernel then returns that much).
-                    written = try engine.write(file.lower, offset: offset, source: data, mayStop: !acknowledged)
+                    // the largest file size does (the kernel then returns that much). Not page-cache
+                    // writeback (the writeback cache): the kernel takes no short count there, and
+                    // only an error reaches fsync and close.
+                    written = try engine.write(file.lower, offset: offset, source: data,
+                                               mayStop: !acknowledged && wrapfs_fi_writepage(fi) == 0)
                 } catch where acknowledged {
                     let e = error as? Errno ?? .EIO
                     file.inode.deferWriteError(e)

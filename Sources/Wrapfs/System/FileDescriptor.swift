@@ -83,7 +83,9 @@ public struct FileDescriptor: Hashable, Sendable {
         var done = 0
         while done < buffer.count {
             do {
-                done += try sys { pwrite(rawValue, buffer.baseAddress! + done, buffer.count - done, off_t(offset) + off_t(done)) }
+                let n = try sys { pwrite(rawValue, buffer.baseAddress! + done, buffer.count - done, off_t(offset) + off_t(done)) }
+                if n == 0 { return (done, .EIO) }  // no progress and no error: never loop on it
+                done += n
             } catch {
                 return (done, error as? Errno ?? .EIO)
             }
