@@ -284,8 +284,9 @@ final class PageEngine {
     /// Writes `data` at logical `offset`, growing the file as needed, and returns the bytes
     /// written: all of them, or with `mayStop` what a local file system's write(2) takes before
     /// it stops: the part below the largest file the lower file system holds (EFBIG past it), and
-    /// for a codec that changes no byte whatever the lower took before an error (ENOSPC). Throws
-    /// when nothing was written, or without `mayStop` when not all was (the file as it was).
+    /// at a full disk what the room left takes (ENOSPC: for a codec that changes no byte what the
+    /// lower took, for others whole pages). Throws when nothing was written, or without `mayStop`
+    /// when not all was (the file as it was).
     func write(_ file: LowerFile, offset: Int64, data: UnsafeRawBufferPointer, mayStop: Bool = false) throws -> Int {
         guard !data.isEmpty else { return 0 }
         if codec.passesBytesThrough {
@@ -300,6 +301,28 @@ final class PageEngine {
             guard fits > 0 else { throw e }
             try writePages(file, offset: offset, data: UnsafeRawBufferPointer(rebasing: data[..<fits]))
             return fits
+        } catch let e as Errno where e == .ENOSPC && mayStop {
+            return try writeWhatRoomTakes(file, offset: offset, data: data)
+        }
+    }
+
+    /// After ENOSPC: writes the longest of ever shorter parts of `data` (about halves, each
+    /// ending on a page boundary) that the lower file system still has room for, and returns
+    /// its length; ENOSPC when not even the part up to the next page boundary fits. A failed
+    /// store leaves the file as it was (slots are reserved before they are written), so each
+    /// try starts from the same file. On this failure path only.
+    private func writeWhatRoomTakes(_ file: LowerFile, offset: Int64, data: UnsafeRawBufferPointer) throws -> Int {
+        var count = data.count
+        while true {
+            let end = (offset + Int64(count / 2)) / pageSize * pageSize
+            guard end > offset else { throw Errno.ENOSPC }
+            count = Int(end - offset)
+            do {
+                try writePages(file, offset: offset, data: UnsafeRawBufferPointer(rebasing: data[..<count]))
+                return count
+            } catch let e as Errno where e == .ENOSPC {
+                continue
+            }
         }
     }
 

@@ -34,6 +34,7 @@ public struct Errno: Error, Equatable, Hashable, CustomStringConvertible, Sendab
     public static let EXDEV = Errno(Glibc.EXDEV)
     public static let ESTALE = Errno(Glibc.ESTALE)
     public static let ENOTEMPTY = Errno(Glibc.ENOTEMPTY)
+    public static let ENOSPC = Errno(Glibc.ENOSPC)
 }
 
 /// Runs a syscall that returns -1 on failure, retrying on EINTR, and throws its errno.
