@@ -113,7 +113,7 @@ struct LowerFileSystemsTests {
           .timeLimit(.minutes(2)), arguments: [["identity"], ["aes-gcm"]])
     func rmdirAfterHiddenFilesOverBindfs(codecs: [String]) throws {
         try withLowerFileSystem("bindfs") { base, _ in
-            try withLayers(codecs, lowerIn: base) { top, lower, _ in
+            try withLayers(codecs, lowerIn: base) { top, lower, mounts in
                 let fm = FileManager.default
                 // A directory made through the layer and its one file, by their lower paths.
                 func makeDirectoryWithFile(_ name: String) throws -> (dir: String, file: String) {
@@ -154,6 +154,7 @@ struct LowerFileSystemsTests {
                 defer { close(kept) }
                 #expect(unlink(top + "/e/f") == 0)
                 #expect(rmdir(top + "/e") == -1 && errno == ENOTEMPTY)
+                #expect(mounts[0].log.contains("holds files unlinked while still open there"), "\(mounts[0].log)")
                 #expect(try FileManager.default.contentsOfDirectory(atPath: top + "/e") == [])
             }
         }

@@ -88,8 +88,10 @@ extension Layer {
         if isShadowRoot(ino) { return shadowRefuse(req, "an extended attribute on the shim root") }
         serve(req) {
             defer { inodes.inode(ino).xattrsChanged() }
-            let lower = encodesAttribute(name) ? try lowerAttributeName(name) : Layer.cString(Layer.bytes(name))
-            _ = try onLivePath(ino, symlinkError: .ENODATA) { path in try sys { wrapfs_removexattr(path, lower) } }
+            func remove(_ lower: UnsafePointer<CChar>) throws {
+                _ = try onLivePath(ino, symlinkError: .ENODATA) { path in try sys { wrapfs_removexattr(path, lower) } }
+            }
+            if encodesAttribute(name) { try remove(try lowerAttributeName(name)) } else { try remove(name) }
             if strcmp(name, "security.capability") == 0, let ctx = fuse_req_ctx(req)?.pointee {
                 inodes.inode(ino).capabilityRemoved(by: ctx.pid)
             }

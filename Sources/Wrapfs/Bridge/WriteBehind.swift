@@ -37,14 +37,12 @@ final class WriteBehind: @unchecked Sendable {
     /// Reserves room for `count` bytes about to be written through `fd` (an open with upper
     /// `flags`); false when the write must be stored before it is acknowledged.
     /// The write reaches lower offset `lowerEnd`: past the file system's largest file size
-    /// (ext4: 16 TiB with 4 KiB blocks) it must fail at write(2) with EFBIG, so it is stored first.
-    /// lseek(SEEK_SET) answers EINVAL past that size on these file systems (per file on ext4,
-    /// whose files without extents have a lower limit); the layer only ever reads and writes
-    /// the lower descriptor at explicit offsets, so moving its position changes nothing.
+    /// (ext4: 16 TiB with 4 KiB blocks) it must fail at write(2) with EFBIG, so it is stored first
+    /// (`FileDescriptor.takesSize`).
     func reserve(_ count: Int, writingTo fd: FileDescriptor, reaching lowerEnd: Int64, flags: Int32) -> Bool {
         guard enabled, count >= Self.smallest, flags & (O_SYNC | O_DSYNC | O_APPEND) == 0 else { return false }
         guard let fs = Self.localStatus(fd) else { return false }
-        guard (try? fd.seek(lowerEnd, whence: SEEK_SET)) != nil else { return false }
+        guard fd.takesSize(lowerEnd) else { return false }
         let free = Int64(fs.f_bavail) * Int64(fs.f_bsize)
         guard free - inFlight.load(ordering: .relaxed) - Int64(count) >= Self.margin else { return false }
         inFlight.add(Int64(count), ordering: .relaxed)

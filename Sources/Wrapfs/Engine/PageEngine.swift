@@ -327,23 +327,18 @@ final class PageEngine {
     }
 
     /// How many of `count` bytes written at logical `offset` fit below `maximumSize` and the
-    /// largest file the lower file system holds (lseek(SEEK_SET) answers EINVAL past it, see
-    /// `WriteBehind.reserve`). Asked only after a write failed with EFBIG. Exact for codecs that
-    /// keep sizes or add a fixed overhead to a page; for others the last page's slot counts whole.
+    /// largest file the lower file system holds (`FileDescriptor.takesSize`). Asked only after a
+    /// write failed with EFBIG. Exact for codecs that keep sizes or add a fixed overhead to a
+    /// page; for others the last page's slot counts whole.
     private func fittingLength(_ file: LowerFile, offset: Int64, count: Int) -> Int {
         func fits(_ n: Int) -> Bool {
             let end = offset.rangeEnd(Int64(n))
-            guard end >= 0, end <= maximumSize else { return false }
-            let lowerEnd: Int64
-            if preserves {
-                lowerEnd = headerSize + end
-            } else if let overhead = codec.fixedOverhead {
+            guard var lower = try? lowerEnd(ofLogicalEnd: end) else { return false }
+            if !preserves, let overhead = codec.fixedOverhead {
                 let last = (end - 1) / pageSize
-                lowerEnd = slotStart(last) + (end - last * pageSize) + Int64(overhead)
-            } else {
-                lowerEnd = slotStart((end + pageSize - 1) / pageSize)
+                lower = lowerEnd(lastPage: last, encoded: Int(end - last * pageSize) + overhead)
             }
-            return (try? file.fd.seek(lowerEnd, whence: SEEK_SET)) != nil
+            return file.fd.takesSize(lower)
         }
         var (low, high) = (0, count)  // the answer lies in low...high
         while low < high {
@@ -837,7 +832,7 @@ final class PageEngine {
         // past the end of file; lseek(SEEK_SET) answers EINVAL past that same limit.
         let rangeEnd = offset.rangeEnd(length)
         let lowerRangeEnd = rangeEnd < 0 || rangeEnd > maximumSize ? Int64.max : try lowerEnd(ofLogicalEnd: rangeEnd)
-        do { _ = try file.fd.seek(lowerRangeEnd, whence: SEEK_SET) } catch let e as Errno where e == .EINVAL { throw Errno.EFBIG }
+        guard file.fd.takesSize(lowerRangeEnd) else { throw Errno.EFBIG }
         let (lowerSize, size) = try sizes(file)
         let end = rangeEnd < 0 ? size : min(rangeEnd, size)
         var holeFrom = offset < end ? (offset + pageSize - 1) / pageSize : 0  // (past the end, nothing to punch)

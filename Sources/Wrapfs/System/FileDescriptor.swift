@@ -98,6 +98,12 @@ public struct FileDescriptor: Hashable, Sendable {
     public func allocate(mode: Int32, offset: Int64, length: Int64) throws {
         _ = try sys { wrapfs_fallocate(rawValue, mode, off_t(offset), off_t(length)) }
     }
+    /// Whether the file system takes a file of `size` bytes: lseek(SEEK_SET) answers EINVAL past
+    /// its largest file size (ext4, xfs, btrfs, f2fs, tmpfs; ext4 per file: files without extents
+    /// stop earlier). The layer reads and writes lower files at explicit offsets only, so moving
+    /// the position changes nothing.
+    public func takesSize(_ size: Int64) -> Bool { (try? seek(size, whence: SEEK_SET)) != nil }
+
     public func seek(_ offset: Int64, whence: Int32) throws -> Int64 {
         Int64(try sys { lseek(rawValue, off_t(offset), whence) })
     }
