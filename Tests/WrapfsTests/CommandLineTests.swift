@@ -3,7 +3,7 @@ import Foundation
 import Glibc
 import Testing
 
-@Suite("Command line", .serialized, .enabled(if: Fuse.required, "needs /dev/fuse"))
+@Suite("Command line", .serialized, .onOwnThread, .enabled(if: Fuse.required, "needs /dev/fuse"))
 struct CommandLineTests {
     func mountTool(_ args: [String]) throws -> CommandResult { try run(Build.mountTool, args, timeout: 30) }
 

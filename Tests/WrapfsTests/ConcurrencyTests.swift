@@ -3,7 +3,7 @@ import Foundation
 import Glibc
 import Testing
 
-@Suite("Concurrency", .serialized, .enabled(if: Fuse.required, "needs /dev/fuse"))
+@Suite("Concurrency", .serialized, .onOwnThread, .enabled(if: Fuse.required, "needs /dev/fuse"))
 struct ConcurrencyTests {
     @Test("writers on different files run side by side and all data is intact", arguments: ["identity", "rot"])
     func differentFiles(codec: String) throws {

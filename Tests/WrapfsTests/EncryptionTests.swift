@@ -27,8 +27,10 @@ struct TestVolume {
     }
 }
 
-@Suite("Encryption", .serialized, .enabled(if: Fuse.required, "needs /dev/fuse"))
-struct EncryptionTests {
+/// The checker on encrypted volumes: a suite of its own so that it runs beside the other
+/// encryption tests (each suite runs its tests one at a time, and suites run side by side).
+@Suite("Encryption: differential checker", .serialized, .onOwnThread, .enabled(if: Fuse.required, "needs /dev/fuse"))
+struct EncryptionCheckerTests {
     @Test("differential checker", .timeLimit(.minutes(10)), arguments: ["aes-gcm", "aes-ctr", "gzip,aes-gcm"], DifferentialTests.seeds)
     func checker(codec: String, seed: UInt64) throws {
         let s = try Scratch("enc")
@@ -48,7 +50,10 @@ struct EncryptionTests {
             try checker.run(operations: DifferentialTests.operationsPerSeed)
         }
     }
+}
 
+@Suite("Encryption", .serialized, .onOwnThread, .enabled(if: Fuse.required, "needs /dev/fuse"))
+struct EncryptionTests {
     @Test("a marker in contents, names, symlink targets and user extended attributes appears nowhere in the lower tree",
           arguments: ["aes-gcm", "aes-ctr", "gzip,aes-gcm"])
     func noPlaintextBelow(codec: String) throws {

@@ -3,7 +3,7 @@ import Foundation
 import Glibc
 import Testing
 
-@Suite("File server", .serialized, .enabled(if: Fuse.required, "needs /dev/fuse"))
+@Suite("File server", .serialized, .onOwnThread, .enabled(if: Fuse.required, "needs /dev/fuse"))
 struct FileServerTests {
     @Test("status: codec, lower, uptime, counts and latencies per operation, codec bytes, errors, open files",
           .timeLimit(.minutes(3)), arguments: ["rot", "gzip", "aes-gcm"])

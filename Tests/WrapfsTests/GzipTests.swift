@@ -3,7 +3,7 @@ import Foundation
 import Glibc
 import Testing
 
-@Suite("gzip", .serialized, .enabled(if: Fuse.required, "needs /dev/fuse"))
+@Suite("gzip", .serialized, .onOwnThread, .enabled(if: Fuse.required, "needs /dev/fuse"))
 struct GzipTests {
     func kib(_ path: String) throws -> Int {
         Int(try sh("du -sk '\(path)' | cut -f1").trimmingCharacters(in: .whitespacesAndNewlines))!

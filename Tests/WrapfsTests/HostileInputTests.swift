@@ -37,7 +37,7 @@ func mutate(_ input: [UInt8], _ rng: inout SeededRandom) -> [UInt8] {
     return b
 }
 
-@Suite("Hostile input")
+@Suite("Hostile input", .onOwnThread)
 struct HostileInputTests {
     static func codec(_ spec: String) throws -> Codec {
         BuiltinCodecs.register()
@@ -166,7 +166,7 @@ struct HostileInputTests {
     }
 }
 
-@Suite("Hostile names", .serialized, .enabled(if: Fuse.required, "needs /dev/fuse"))
+@Suite("Hostile names", .serialized, .onOwnThread, .enabled(if: Fuse.required, "needs /dev/fuse"))
 struct HostileNameTests {
     /// Names made of every byte but '/' and NUL, 255-byte names (ASCII and not UTF-8), and
     /// the lower answering the same for each: created, listed, read back, renamed, removed.

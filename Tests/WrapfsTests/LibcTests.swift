@@ -4,7 +4,7 @@ import Foundation
 import Glibc
 import Testing
 
-@Suite("libc compatibility", .serialized, .enabled(if: Fuse.required, "needs /dev/fuse"))
+@Suite("libc compatibility", .serialized, .onOwnThread, .enabled(if: Fuse.required, "needs /dev/fuse"))
 struct LibcTests {
     static let codecs = ["identity", "rot", "gzip", "aes-ctr", "aes-gcm"]
 

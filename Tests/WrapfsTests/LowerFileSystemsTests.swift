@@ -33,8 +33,10 @@ func withLowerFileSystem(_ kind: String, _ body: (String, String) throws -> Void
     try body(dir, referenceHome)
 }
 
-@Suite("Lower file systems", .serialized, .enabled(if: Fuse.required, "needs /dev/fuse"))
-struct LowerFileSystemsTests {
+/// The checker over other lower file systems: a suite of its own so that it runs beside the
+/// rest (each suite runs its tests one at a time, and suites run side by side).
+@Suite("Lower file systems: differential checker", .serialized, .onOwnThread, .enabled(if: Fuse.required, "needs /dev/fuse"))
+struct LowerFileSystemsCheckerTests {
     @Test("the differential checker over tmpfs, ext4 and bindfs", .timeLimit(.minutes(5)),
           arguments: ["tmpfs", "ext4", "bindfs"], [["identity"], ["rot"], ["gzip"], ["aes-gcm"]])
     func checker(kind: String, codecs: [String]) throws {
@@ -51,7 +53,10 @@ struct LowerFileSystemsTests {
             }
         }
     }
+}
 
+@Suite("Lower file systems", .serialized, .onOwnThread, .enabled(if: Fuse.required, "needs /dev/fuse"))
+struct LowerFileSystemsTests {
     /// bindfs is built on libfuse's path-based API and sets "now" for UTIME_OMIT: names, modes,
     /// times, content and mmap must still come through.
     @Test("tar round trip over another FUSE file system (bindfs)", .timeLimit(.minutes(5)), arguments: [["identity"], ["rot"]])

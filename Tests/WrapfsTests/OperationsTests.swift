@@ -4,7 +4,7 @@ import Foundation
 import Glibc
 import Testing
 
-@Suite("Operations", .serialized, .enabled(if: Fuse.required, "needs /dev/fuse"))
+@Suite("Operations", .serialized, .onOwnThread, .enabled(if: Fuse.required, "needs /dev/fuse"))
 struct OperationsTests {
     static let codecs = ["identity", "rot"]
 

@@ -3,7 +3,7 @@ import Foundation
 import Glibc
 import Testing
 
-@Suite("Permissions", .serialized, .enabled(if: Fuse.required, "needs /dev/fuse"))
+@Suite("Permissions", .serialized, .onOwnThread, .enabled(if: Fuse.required, "needs /dev/fuse"))
 struct PermissionsTests {
     /// The same tree, made by root, on both sides.
     static let tree = """

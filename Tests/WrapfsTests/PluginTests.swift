@@ -41,7 +41,7 @@ struct Plugins {
     func remove() { scratch.remove() }
 }
 
-@Suite("Plugins", .serialized, .enabled(if: Fuse.required, "needs /dev/fuse"))
+@Suite("Plugins", .serialized, .onOwnThread, .enabled(if: Fuse.required, "needs /dev/fuse"))
 struct PluginTests {
     @Test("codecs lists built-in and loaded codecs with page size, slot size and whether they change size")
     func listing() throws {
@@ -152,7 +152,11 @@ struct PluginTests {
           .timeLimit(.minutes(10)))
     func swiftExample() throws {
         let package = Build.packageRoot + "/examples/xor-swift"
-        try sh("swift build --package-path '\(package)' 2>&1 | tail -5", timeout: 900)
+        // The whole log stays in the package's .build; a failure shows its errors, not only its last lines.
+        try sh("""
+            log='\(package)/.build/wrapfs-test-build.log'; mkdir -p '\(package)/.build'
+            swift build --package-path '\(package)' > "$log" 2>&1 || { status=$?; grep -i -E 'error|fatal|killed|signal' "$log" | head -20; tail -5 "$log"; exit $status; }
+            """, timeout: 900)
         let tool = package + "/.build/debug/xor-mount"
         let s = try Scratch("xor")
         defer { s.remove() }

@@ -49,7 +49,7 @@ func expectSameTree(_ a: String, _ b: String, fileTimesOnly: Bool = false, noTim
     }
 }
 
-@Suite("Programs", .serialized, .enabled(if: Fuse.required, "needs /dev/fuse"))
+@Suite("Programs", .serialized, .onOwnThread, .enabled(if: Fuse.required, "needs /dev/fuse"))
 struct ProgramsTests {
     static let stacks = [["identity"], ["rot"], ["rot", "rot"], ["gzip"], ["aes-gcm"]]
 

@@ -4,10 +4,10 @@ import Foundation
 import Glibc
 import Testing
 
-@Suite("Reliability", .serialized, .enabled(if: Fuse.required, "needs /dev/fuse"))
-struct ReliabilityTests {
-    /// Seconds each fio run lasts (scripts/stress sets minutes).
-    static let loadSeconds = max(1, Int(ProcessInfo.processInfo.environment["WRAPFS_LOAD_SECONDS"] ?? "") ?? 2)
+/// The daemon killed under load: a suite of its own so that it runs beside the other bad days
+/// (each suite runs its tests one at a time, and suites run side by side).
+@Suite("Reliability: crashes", .serialized, .onOwnThread, .enabled(if: Fuse.required, "needs /dev/fuse"))
+struct CrashTests {
 
     @Test("SIGKILL in the middle of heavy writes: fsynced data intact, every page decodes or is a hole (a slot the kill tore reads EIO and fsck names it), the dead mount unmounts",
           .timeLimit(.minutes(3)), arguments: reliabilityCodecs)
@@ -244,6 +244,13 @@ struct ReliabilityTests {
             #expect(try layer.fsck().status == 0)
         }
     }
+
+}
+
+@Suite("Reliability", .serialized, .onOwnThread, .enabled(if: Fuse.required, "needs /dev/fuse"))
+struct ReliabilityTests {
+    /// Seconds each fio run lasts (scripts/stress sets minutes).
+    static let loadSeconds = max(1, Int(ProcessInfo.processInfo.environment["WRAPFS_LOAD_SECONDS"] ?? "") ?? 2)
 
     /// Writes that grow a file's partial last page write past the old end first over ext4 and
     /// tmpfs, and reserve the blocks over other file systems (`PageEngine.storeSlots`).

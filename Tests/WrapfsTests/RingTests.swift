@@ -3,7 +3,7 @@ import Foundation
 import CFuse
 import Testing
 
-@Suite("FUSE over io_uring", .serialized, .enabled(if: Fuse.required, "needs /dev/fuse"))
+@Suite("FUSE over io_uring", .serialized, .onOwnThread, .enabled(if: Fuse.required, "needs /dev/fuse"))
 struct RingTests {
     static let parameter = "/sys/module/fuse/parameters/enable_uring"
 

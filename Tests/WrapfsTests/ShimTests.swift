@@ -60,7 +60,7 @@ func makePages(_ path: String, _ pages: Int, _ byte: UInt8) throws {
     try writeFile(path, [UInt8](repeating: byte, count: pages * 4096))
 }
 
-@Suite("Shim", .serialized, .enabled(if: Fuse.required, "needs /dev/fuse"))
+@Suite("Shim", .serialized, .onOwnThread, .enabled(if: Fuse.required, "needs /dev/fuse"))
 struct ShimTests {
     // MARK: the layer's own --direct-io mount as a lower without mmap
 

@@ -4,7 +4,7 @@ import Foundation
 import Testing
 import Wrapfs
 
-@Suite("Units")
+@Suite("Units", .onOwnThread)
 struct UnitTests {
     @Test("the composed AES-SIV of names gives OpenSSL's AES-256-SIV bytes for every name length under random keys, opens them, and refuses any flipped bit")
     func composedSIV() throws {
