@@ -1,5 +1,6 @@
-// `wrapfs-mount fsck LOWER`: decodes every page of every file of a volume (encrypted or gzip), offline.
+// `wrapfs-mount fsck LOWER`: decodes every page of every file of a volume (encrypted or gzip), and its encrypted extended attributes.
 import ArgumentParser
+import CFuse
 import Codecs
 import Foundation
 import Glibc
@@ -8,8 +9,8 @@ import Wrapfs
 struct FsckCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "fsck",
-        abstract: "Read every file of a volume and name every page that fails to decode (authentication for aes-gcm, CRC-32 for gzip).",
-        discussion: "Works on any directory with a volume file (made by `init`, or by a first mount with a codec that keeps one, such as gzip). Exit codes: 0 every page checks out, 72 damaged pages or headers found, 71 wrong passphrase, 66 not a volume.")
+        abstract: "Read every file of a volume and name every page that fails to decode (authentication for aes-gcm, CRC-32 for gzip), and every user extended attribute whose encrypted name or value does not decode.",
+        discussion: "Works on any directory with a volume file (made by `init`, or by a first mount with a codec that keeps one, such as gzip). Exit codes: 0 every page checks out, 72 damaged pages, headers or attributes found, 71 wrong passphrase, 66 not a volume.")
 
     @Argument(help: "The volume's directory (not mounted, or mounted: fsck only reads).") var lower: String
     @OptionGroup var passphrase: PassphraseOptions
@@ -18,7 +19,7 @@ struct FsckCommand: ParsableCommand {
         try Failure.reported {
             let damaged = try check()
             if damaged > 0 {
-                print("\(damaged) damaged page(s) or header(s)")
+                print("\(damaged) damaged page(s), header(s) or attribute(s)")
                 throw Exit.damaged
             }
             print("every page checks out")
@@ -33,17 +34,85 @@ struct FsckCommand: ParsableCommand {
         let master = try volume.key.map { try passphrase.unlock($0, of: lower, prompt: "Passphrase for \(lower): ") }
         let codec = try Failure.makingCodec(volume.codec, CodecOptions(volume.options, masterKey: master),
                                             context: "volume file \(VolumeFile.path(in: lower)): ")
-        var damaged = 0
+        var damaged = checkAttributes(lower, ".", ".", codec)  // the top directory
         let walker = FileManager.default.enumerator(atPath: lower)
         while let relative = walker?.nextObject() as? String {
             if relative == VolumeFile.name { continue }
             if LongNames.isSideFile(Array((relative.split(separator: "/").last ?? "").utf8)) { continue }  // a long name's full name
             let path = lower + "/" + relative
             var st = stat()
-            guard lstat(path, &st) == 0, st.st_mode & S_IFMT == S_IFREG, st.st_size > 0 else { continue }
-            damaged += checkFile(path, shown(relative, codec), relative, size: Int(st.st_size), codec)
+            guard lstat(path, &st) == 0 else { continue }
+            let type = st.st_mode & S_IFMT
+            guard type == S_IFREG || type == S_IFDIR else { continue }  // user attributes live on these only
+            let name = shown(relative, codec)
+            damaged += checkAttributes(path, name, relative, codec)
+            if type == S_IFREG && st.st_size > 0 { damaged += checkFile(path, name, relative, size: Int(st.st_size), codec) }
         }
         return damaged
+    }
+
+    private static let userPrefix = Array("user.".utf8)
+
+    /// Decodes the name and value of every user extended attribute of `path` (with a codec that
+    /// encodes them); prints and counts those that fail. The mount hides a name that does not
+    /// decode and answers EIO for a value that does not.
+    private func checkAttributes(_ path: String, _ name: String, _ lowerName: String, _ codec: Codec) -> Int {
+        guard !codec.keepsAttributes else { return 0 }
+        guard let names = Self.attributeNames(path) else {
+            print("\(name): extended attributes cannot be listed (lower file \(lowerName)): \(String(cString: strerror(errno)))")
+            return 1
+        }
+        var damaged = 0
+        for stored in names where stored.starts(with: Self.userPrefix) {
+            let storedName = String(decoding: stored, as: UTF8.self)
+            let plain: [UInt8]
+            do {
+                plain = Self.userPrefix + (try codec.decodeAttributeName(Array(stored.dropFirst(Self.userPrefix.count))))
+            } catch {
+                print("\(name): extended attribute \(storedName) (lower file \(lowerName)): its name does not decode, so the mount hides it: \(error)")
+                damaged += 1
+                continue
+            }
+            let plainName = String(decoding: plain, as: UTF8.self)
+            guard let value = Self.attributeValue(path, storedName) else {
+                print("\(name): extended attribute \(plainName) (lower file \(lowerName), \(storedName)) cannot be read: \(String(cString: strerror(errno)))")
+                damaged += 1
+                continue
+            }
+            do {
+                _ = try codec.decodeAttributeValue(value, name: plain)
+            } catch {
+                print("\(name): extended attribute \(plainName) (lower file \(lowerName), \(storedName)): \(error)")
+                damaged += 1
+            }
+        }
+        return damaged
+    }
+
+    /// The attribute names of `path` (a file or directory), nil when they cannot be listed.
+    private static func attributeNames(_ path: String) -> [[UInt8]]? {
+        while true {
+            let size = wrapfs_listxattr(path, nil, 0)
+            if size < 0 { return errno == ENOTSUP ? [] : nil }
+            var list = [CChar](repeating: 0, count: max(size, 1))
+            let n = wrapfs_listxattr(path, &list, size)
+            if n < 0 && errno == ERANGE { continue }  // grew in between
+            if n < 0 { return nil }
+            return list.prefix(n).split(separator: 0).map { $0.map { UInt8(bitPattern: $0) } }
+        }
+    }
+
+    /// The stored value of attribute `name` of `path`, nil when it cannot be read.
+    private static func attributeValue(_ path: String, _ name: String) -> [UInt8]? {
+        while true {
+            let size = wrapfs_getxattr(path, name, nil, 0)
+            if size < 0 { return nil }
+            var value = [UInt8](repeating: 0, count: max(size, 1))
+            let n = wrapfs_getxattr(path, name, &value, size)
+            if n < 0 && errno == ERANGE { continue }
+            if n < 0 { return nil }
+            return Array(value.prefix(n))
+        }
     }
 
     /// The path as the mount shows it: each lower component decoded (a long name through its

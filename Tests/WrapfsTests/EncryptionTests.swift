@@ -102,7 +102,8 @@ struct EncryptionTests {
         let s = try Scratch("enc")
         defer { s.remove() }
         let plain = try s.dir("plain")
-        try TestVolume(s).with("aes-gcm") { top, lower, mounts in
+        let volume = try TestVolume(s)
+        try volume.with("aes-gcm") { top, lower, mounts in
             // The same calls on the mount and on a plain directory give the same results.
             func outcome(_ dir: String) throws -> [String] {
                 try writeFile(dir + "/f", [1, 2, 3])
@@ -173,6 +174,14 @@ struct EncryptionTests {
             var list = [CChar](repeating: 0, count: 1024)
             let listed = listxattr(top + "/f", &list, 1024)
             #expect(listed > 0 && !String(decoding: list.prefix(listed).map { UInt8(bitPattern: $0) }, as: UTF8.self).contains("plain"))
+            // fsck names each: the two moved values, the altered one and the name not made by this key.
+            let fsck = try run(Build.mountTool, ["fsck", lower, "--passfile", volume.passfile])
+            let lines = fsck.output.split(separator: "\n").filter { $0.contains("extended attribute") }
+            #expect(fsck.status == 72 && lines.count == 4, "\(fsck.output)")
+            #expect(lines.contains { $0.hasPrefix("f: extended attribute user.x ") } && lines.contains { $0.hasPrefix("f: extended attribute user.y ") }
+                    && lines.contains { $0.hasPrefix("f: extended attribute user.nnnn") } && lines.contains { $0.contains("user.plain") && $0.contains("mount hides it") },
+                    "\(fsck.output)")
+            #expect(fsck.output.contains("4 damaged"), "\(fsck.output)")
         }
     }
 
