@@ -11,17 +11,16 @@ struct SyslogLogHandler: LogHandler {
         set { metadata[key] = newValue }
     }
 
-    func log(level: Logger.Level, message: Logger.Message, metadata: Logger.Metadata?, source: String,
-             file: String, function: String, line: UInt) {
+    func log(event: LogEvent) {
         let priority: Int32
-        switch level {
+        switch event.level {
         case .trace, .debug: priority = LOG_DEBUG
         case .info, .notice: priority = LOG_INFO
         case .warning: priority = LOG_WARNING
         case .error: priority = LOG_ERR
         case .critical: priority = LOG_CRIT
         }
-        wrapfs_syslog(priority, "\(message)")
+        wrapfs_syslog(priority, "\(event.message)")
     }
 }
 

@@ -11,7 +11,7 @@ let package = Package(
     name: "XorCodec",
     dependencies: [
         .package(path: wrapfs.path),
-        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.0"),
     ],
     targets: [
         .executableTarget(name: "xor-mount", dependencies: [
