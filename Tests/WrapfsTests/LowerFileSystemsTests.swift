@@ -148,9 +148,12 @@ struct LowerFileSystemsTests {
                 let heldToo = open(g.file, O_RDONLY)
                 #expect(unlink(top + "/g/f") == 0)
                 #expect(mkdir(top + "/h", 0o755) == 0)
-                let closerToo = Thread { usleep(300_000); close(heldToo) }
+                let renaming = Date()
+                nonisolated(unsafe) var closedAfter = -1.0  // written once by the closer, read after the rename
+                let closerToo = Thread { usleep(300_000); close(heldToo); closedAfter = Date().timeIntervalSince(renaming) }
                 closerToo.start()
-                #expect(rename(top + "/h", top + "/g") == 0, "rename: errno \(errno)")
+                let renamed = rename(top + "/h", top + "/g"), renameErrno = errno
+                #expect(renamed == 0, "rename: errno \(renameErrno) after \(Date().timeIntervalSince(renaming)) s; the file closed after \(closedAfter) s; left below: \((try? fm.contentsOfDirectory(atPath: g.dir)) ?? [])")
                 #expect(access(top + "/h", F_OK) != 0 && access(top + "/g", F_OK) == 0)
 
                 // A file still open in bindfs keeps its directory there, and so here.
