@@ -75,14 +75,14 @@ extension Layer {
     /// which the kernel sends after close(2) has returned (to the layer, and from the layer to
     /// the lower). Directory `lname` of `dir`, which the layer lists as empty (it hides those
     /// names), then refuses for a moment where a local file system would not. Retries `remove`
-    /// every 10 ms for two seconds while nothing else is left (a RELEASE takes milliseconds, but
-    /// a loaded machine may run the lower's daemon late); a file still open keeps it ENOTEMPTY,
-    /// as the lower itself does.
+    /// every 10 ms while nothing else is left, for two seconds and at least 100 rounds (a RELEASE
+    /// takes milliseconds, but a loaded machine may run the lower's daemon late); a file still
+    /// open keeps it ENOTEMPTY, as the lower itself does.
     private func onceHiddenFilesGo(from dir: Inode, _ lname: UnsafePointer<CChar>, _ remove: () throws -> Void) throws {
         let hidden = Array(".fuse_hidden".utf8)
         let deadline = wrapfs_monotonic_ns() + 2_000_000_000
         var attempt = 0
-        while attempt == 0 || wrapfs_monotonic_ns() < deadline {
+        while attempt < 100 || wrapfs_monotonic_ns() < deadline {
             let left = (try? dir.fd.entryNames(of: lname)) ?? []
             if !left.allSatisfy({ $0.starts(with: hidden) }) { throw Errno.ENOTEMPTY }
             if attempt > 0 || !left.isEmpty { usleep(10_000) }
