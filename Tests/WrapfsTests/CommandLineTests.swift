@@ -12,7 +12,7 @@ struct CommandLineTests {
         let s = try Scratch("cli")
         defer { s.remove() }
         let lower = try s.dir("lower"), mnt = try s.dir("mnt")
-        FileManager.default.createFile(atPath: s.path + "/file", contents: Data("x".utf8))
+        _ = FileManager.default.createFile(atPath: s.path + "/file", contents: Data("x".utf8))
 
         var r = try mountTool([s.path + "/missing", mnt, "-f"])
         #expect(r.status == 66 && r.output.contains("lower directory"), "\(r)")

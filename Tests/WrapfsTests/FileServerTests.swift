@@ -117,12 +117,12 @@ struct FileServerTests {
         // allow_other and a reachable mount point: another user gets as far as the socket.
         try withLayers(["identity"], extra: ["-o", "allow_other"]) { top, _, mounts in
             // The daemon prints the line just after the mount appears: wait for it.
-            #expect(try eventually { mounts[0].log.contains("control socket of \(top): ") }, "\(mounts[0].log)")
+            #expect(eventually { mounts[0].log.contains("control socket of \(top): ") }, "\(mounts[0].log)")
             let mountLog = mounts[0].log
             guard let line = mountLog.split(separator: "\n").first(where: { $0.contains("control socket of \(top): ") }) else { return }
             socketPath = String(line.split(separator: " ").last!)
             var st = stat()
-            #expect(try eventually { stat(socketPath, &st) == 0 })
+            #expect(eventually { stat(socketPath, &st) == 0 })
             #expect(st.st_mode & S_IFMT == S_IFSOCK && st.st_mode & 0o777 == 0o600)
             var dir = stat()
             #expect(stat((socketPath as NSString).deletingLastPathComponent, &dir) == 0 && dir.st_mode & 0o077 == 0)

@@ -69,7 +69,7 @@ struct LibcTests {
                 close(f)
             }
             // One more than before: the named file, which the kernel still knows.
-            #expect(try eventually { descriptorCount(daemon) <= before + 1 }, "\(descriptorCount(daemon)) descriptors, \(before) before: \(heldLowerFiles(daemon).suffix(5))")
+            #expect(eventually { descriptorCount(daemon) <= before + 1 }, "\(descriptorCount(daemon)) descriptors, \(before) before: \(heldLowerFiles(daemon).suffix(5))")
         }
     }
 

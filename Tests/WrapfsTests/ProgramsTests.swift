@@ -100,7 +100,7 @@ struct ProgramsTests {
                     sql += "COMMIT;"
                 }
                 sql += "UPDATE t SET v = v || '!' WHERE id % 3 = 0; DELETE FROM t WHERE id % 7 = 0; VACUUM;"
-                try sqlite3(db, sql)
+                _ = try sqlite3(db, sql)
                 let out = try sqlite3(db, "PRAGMA integrity_check; SELECT count(*) FROM t; SELECT count(*) FROM t WHERE v LIKE '%!';")
                 #expect(out.split(separator: "\n") == ["ok", "1715", "571"], "\(mode): \(out)")
             }
