@@ -1,4 +1,4 @@
-// `wrapfs-mount fsck LOWER`: decodes every page of every file of a volume (encrypted or gzip), and its encrypted extended attributes.
+// `wrapfs-mount fsck LOWER`: decodes every page of every file of a volume (encrypted or gzip), its encrypted names and extended attributes.
 import ArgumentParser
 import CFuse
 import Codecs
@@ -9,8 +9,8 @@ import Wrapfs
 struct FsckCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "fsck",
-        abstract: "Read every file of a volume and name every page that fails to decode (authentication for aes-gcm, CRC-32 for gzip), and every user extended attribute whose encrypted name or value does not decode.",
-        discussion: "Works on any directory with a volume file (made by `init`, or by a first mount with a codec that keeps one, such as gzip). Exit codes: 0 every page checks out, 72 damaged pages, headers or attributes found, 71 wrong passphrase, 66 not a volume.")
+        abstract: "Read every file of a volume and name every page that fails to decode (authentication for aes-gcm, CRC-32 for gzip), every encrypted name that does not decode (the mount hides it), and every user extended attribute whose encrypted name or value does not decode.",
+        discussion: "Works on any directory with a volume file (made by `init`, or by a first mount with a codec that keeps one, such as gzip). Exit codes: 0 every page checks out, 72 damaged pages, headers, names or attributes found, 71 wrong passphrase, 66 not a volume.")
 
     @Argument(help: "The volume's directory (not mounted, or mounted: fsck only reads).") var lower: String
     @OptionGroup var passphrase: PassphraseOptions
@@ -19,7 +19,7 @@ struct FsckCommand: ParsableCommand {
         try Failure.reported {
             let damaged = try check()
             if damaged > 0 {
-                print("\(damaged) damaged page(s), header(s) or attribute(s)")
+                print("\(damaged) damaged page(s), header(s), name(s) or attribute(s)")
                 throw Exit.damaged
             }
             print("every page checks out")
@@ -43,8 +43,14 @@ struct FsckCommand: ParsableCommand {
             var st = stat()
             guard lstat(path, &st) == 0 else { continue }
             let type = st.st_mode & S_IFMT
+            let (name, decodes) = shown(relative, codec)
+            if !decodes {
+                print("\(name): its name does not decode, so the mount hides it (lower file \(relative))")
+                damaged += 1
+                if type == S_IFDIR { walker?.skipDescendants() }  // hidden with it
+                continue
+            }
             guard type == S_IFREG || type == S_IFDIR else { continue }  // user attributes live on these only
-            let name = shown(relative, codec)
             damaged += checkAttributes(path, name, relative, codec)
             if type == S_IFREG && st.st_size > 0 { damaged += checkFile(path, name, relative, size: Int(st.st_size), codec) }
         }
@@ -116,23 +122,26 @@ struct FsckCommand: ParsableCommand {
     }
 
     /// The path as the mount shows it: each lower component decoded (a long name through its
-    /// side file); a component the codec cannot decode is shown as it is, marked with "?".
-    private func shown(_ relative: String, _ codec: Codec) -> String {
+    /// side file); a component the codec cannot decode is shown as it is, marked with "?", and
+    /// `decodes` is false (the mount lists no such name, as `Layer.upperName` decides).
+    private func shown(_ relative: String, _ codec: Codec) -> (path: String, decodes: Bool) {
         var dir = lower
         var parts: [String] = []
+        var decodes = true
         for component in relative.split(separator: "/").map(String.init) {
             var encoded = Array(component.utf8)
             if LongNames.isStandIn(encoded), let full = FileManager.default.contents(atPath: dir + "/" + component + ".name") {
                 encoded = [UInt8](full)
             }
-            if let plain = try? codec.decodeName(encoded) {
+            if let plain = try? codec.decodeName(encoded), !plain.isEmpty, !plain.contains(0x2F), !plain.contains(0) {
                 parts.append(String(decoding: plain, as: UTF8.self))
             } else {
                 parts.append(component + "?")
+                decodes = false
             }
             dir += "/" + component
         }
-        return parts.joined(separator: "/")
+        return (parts.joined(separator: "/"), decodes)
     }
 
     /// Decodes each slot of one lower file; prints and counts the ones that fail.

@@ -265,7 +265,7 @@ struct EncryptionTests {
         }
     }
 
-    @Test("fsck of a volume with encrypted names: long-name side files are not damage; a damaged page is named by its shown path")
+    @Test("fsck of a volume with encrypted names: long-name side files are not damage; a damaged page is named by its shown path; so is a name made below that the mount hides")
     func fsckNames() throws {
         let s = try Scratch("fsck")
         defer { s.remove() }
@@ -290,6 +290,15 @@ struct EncryptionTests {
         #expect(fsck.status == 72, "\(fsck.output)")
         #expect(fsck.output.contains("dir/file: page 1 (lower file \(dir)/\(file),"), "\(fsck.output)")
         #expect(fsck.output.split(separator: "\n").filter { $0.contains(": page ") }.count == 1, "\(fsck.output)")
+        // Names made below, not by this key, are hidden by the mount: fsck names them (a
+        // directory once, not what it holds).
+        try writeFile(lower + "/not-encrypted", [1])
+        try sh("mkdir -p '\(lower)/plain dir/inside'; echo x > '\(lower)/plain dir/inside/f'")
+        fsck = try run(Build.mountTool, ["fsck", lower, "--passfile", volume.passfile])
+        let hidden = fsck.output.split(separator: "\n").filter { $0.contains("does not decode, so the mount hides it") }
+        #expect(fsck.status == 72 && hidden.count == 2 && hidden.contains { $0.hasPrefix("not-encrypted?: ") }
+                && hidden.contains { $0.hasPrefix("plain dir?: ") }, "\(fsck.output)")
+        #expect(fsck.output.contains("3 damaged"), "\(fsck.output)")
     }
 
     @Test("a volume mounts without --codec: the volume file names it")
