@@ -1,4 +1,4 @@
-// `wrapfs-mount fsck LOWER`: decodes every page of every file of a volume (encrypted or gzip), its encrypted names and extended attributes.
+// `wrapfs-mount fsck LOWER`: decodes every page of every file of a volume (encrypted or gzip), its encrypted names, symlink targets and extended attributes.
 import ArgumentParser
 import CFuse
 import Codecs
@@ -9,7 +9,7 @@ import Wrapfs
 struct FsckCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "fsck",
-        abstract: "Read every file of a volume and name every page that fails to decode (authentication for aes-gcm, CRC-32 for gzip), every encrypted name that does not decode (the mount hides it), and every user extended attribute whose encrypted name or value does not decode.",
+        abstract: "Read every file of a volume and name every page that fails to decode (authentication for aes-gcm, CRC-32 for gzip), every encrypted name that does not decode (the mount hides it), every symlink target that does not, and every user extended attribute whose encrypted name or value does not decode.",
         discussion: "Works on any directory with a volume file (made by `init`, or by a first mount with a codec that keeps one, such as gzip). Exit codes: 0 every page checks out, 72 damaged pages, headers, names or attributes found, 71 wrong passphrase, 66 not a volume.")
 
     @Argument(help: "The volume's directory (not mounted, or mounted: fsck only reads).") var lower: String
@@ -50,11 +50,30 @@ struct FsckCommand: ParsableCommand {
                 if type == S_IFDIR { walker?.skipDescendants() }  // hidden with it
                 continue
             }
+            if type == S_IFLNK { damaged += checkLink(path, name, relative, codec) }
             guard type == S_IFREG || type == S_IFDIR else { continue }  // user attributes live on these only
             damaged += checkAttributes(path, name, relative, codec)
             if type == S_IFREG && st.st_size > 0 { damaged += checkFile(path, name, relative, size: Int(st.st_size), codec) }
         }
         return damaged
+    }
+
+    /// Decodes the target of symlink `path`; prints and counts one that does not decode (the
+    /// mount answers EIO to readlink).
+    private func checkLink(_ path: String, _ name: String, _ lowerName: String, _ codec: Codec) -> Int {
+        var buffer = [UInt8](repeating: 0, count: Int(PATH_MAX) + 1)
+        let n = buffer.withUnsafeMutableBytes { readlink(path, $0.baseAddress!.assumingMemoryBound(to: CChar.self), $0.count) }
+        guard n >= 0 else {
+            print("\(name): symlink target cannot be read (lower file \(lowerName)): \(String(cString: strerror(errno)))")
+            return 1
+        }
+        do {
+            _ = try codec.decodeLinkTarget(Array(buffer.prefix(n)))
+            return 0
+        } catch {
+            print("\(name): symlink target (lower file \(lowerName)): \(error)")
+            return 1
+        }
     }
 
     private static let userPrefix = Array("user.".utf8)

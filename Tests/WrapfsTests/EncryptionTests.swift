@@ -265,7 +265,7 @@ struct EncryptionTests {
         }
     }
 
-    @Test("fsck of a volume with encrypted names: long-name side files are not damage; a damaged page is named by its shown path; so is a name made below that the mount hides")
+    @Test("fsck of a volume with encrypted names: long-name side files are not damage; a damaged page is named by its shown path; so are a name made below that the mount hides and an altered symlink target")
     func fsckNames() throws {
         let s = try Scratch("fsck")
         defer { s.remove() }
@@ -273,6 +273,7 @@ struct EncryptionTests {
         let long = String(repeating: "L", count: 240)
         let lower = try volume.with("aes-gcm") { top, lower, _ -> String in
             try writeFile(top + "/" + long, pattern(9000))
+            #expect(symlink("dir/file", top + "/link") == 0)
             try sh("mkdir '\(top)/dir'")
             try writeFile(top + "/dir/file", pattern(9000))
             // Keep the lower tree past the unmount: copy it out.
@@ -281,7 +282,10 @@ struct EncryptionTests {
         }
         var fsck = try run(Build.mountTool, ["fsck", lower, "--passfile", volume.passfile])
         #expect(fsck.status == 0 && fsck.output.contains("every page checks out"), "\(fsck.output)")
-        let dir = try FileManager.default.contentsOfDirectory(atPath: lower).first { !$0.hasPrefix(".") && !$0.hasPrefix("wrapfs.long.") }!
+        var isDirectory: ObjCBool = false
+        let dir = try FileManager.default.contentsOfDirectory(atPath: lower).first {
+            FileManager.default.fileExists(atPath: lower + "/" + $0, isDirectory: &isDirectory) && isDirectory.boolValue
+        }!
         let file = try FileManager.default.contentsOfDirectory(atPath: lower + "/" + dir)[0]
         var bytes = try readFile(lower + "/" + dir + "/" + file)
         bytes[20 + 4128 + 50] ^= 0x80  // page 1
@@ -299,6 +303,14 @@ struct EncryptionTests {
         #expect(fsck.status == 72 && hidden.count == 2 && hidden.contains { $0.hasPrefix("not-encrypted?: ") }
                 && hidden.contains { $0.hasPrefix("plain dir?: ") }, "\(fsck.output)")
         #expect(fsck.output.contains("3 damaged"), "\(fsck.output)")
+        // A symlink whose target was altered below: readlink through the mount says EIO, fsck names it.
+        var st = stat()
+        let link = try FileManager.default.contentsOfDirectory(atPath: lower).first { lstat(lower + "/" + $0, &st) == 0 && st.st_mode & S_IFMT == S_IFLNK }!
+        var target = Array(try FileManager.default.destinationOfSymbolicLink(atPath: lower + "/" + link).utf8)
+        target[5] = target[5] == UInt8(ascii: "A") ? UInt8(ascii: "B") : UInt8(ascii: "A")
+        #expect(unlink(lower + "/" + link) == 0 && symlink(String(decoding: target, as: UTF8.self), lower + "/" + link) == 0)
+        fsck = try run(Build.mountTool, ["fsck", lower, "--passfile", volume.passfile])
+        #expect(fsck.output.contains("link: symlink target (lower file \(link))") && fsck.output.contains("4 damaged"), "\(fsck.output)")
     }
 
     @Test("a volume mounts without --codec: the volume file names it")
