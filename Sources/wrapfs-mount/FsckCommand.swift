@@ -142,7 +142,7 @@ struct FsckCommand: ParsableCommand {
 
     /// The path as the mount shows it: each lower component decoded (a long name through its
     /// side file); a component the codec cannot decode is shown as it is, marked with "?", and
-    /// `decodes` is false (the mount lists no such name, as `Layer.upperName` decides).
+    /// `decodes` is false (the mount lists no such name).
     private func shown(_ relative: String, _ codec: Codec) -> (path: String, decodes: Bool) {
         var dir = lower
         var parts: [String] = []
@@ -152,7 +152,7 @@ struct FsckCommand: ParsableCommand {
             if LongNames.isStandIn(encoded), let full = FileManager.default.contents(atPath: dir + "/" + component + ".name") {
                 encoded = [UInt8](full)
             }
-            if let plain = try? codec.decodeName(encoded), !plain.isEmpty, !plain.contains(0x2F), !plain.contains(0) {
+            if let plain = Layer.upperName(of: encoded, codec) {
                 parts.append(String(decoding: plain, as: UTF8.self))
             } else {
                 parts.append(component + "?")

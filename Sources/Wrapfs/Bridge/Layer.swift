@@ -153,8 +153,14 @@ public final class Layer {
 
     /// The upper name for a lower directory entry, or nil when the codec does not own it.
     func upperName(_ lower: UnsafePointer<CChar>) -> [CChar]? {
-        guard let decoded = try? codec.decodeName(Self.bytes(lower)), !decoded.isEmpty, !decoded.contains(0x2F), !decoded.contains(0) else { return nil }
-        return Self.cString(decoded)
+        Self.upperName(of: Self.bytes(lower), codec).map(Self.cString)
+    }
+
+    /// What `codec` makes of lower name `lower`, or nil when the mount hides it: the codec did
+    /// not make it, or it decodes to no valid name (fsck names such entries).
+    public static func upperName(of lower: [UInt8], _ codec: Codec) -> [UInt8]? {
+        guard let decoded = try? codec.decodeName(lower), !decoded.isEmpty, !decoded.contains(0x2F), !decoded.contains(0) else { return nil }
+        return decoded
     }
 
     static func bytes(_ s: UnsafePointer<CChar>) -> [UInt8] {
