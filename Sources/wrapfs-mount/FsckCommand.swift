@@ -35,6 +35,7 @@ struct FsckCommand: ParsableCommand {
         let codec = try Failure.makingCodec(volume.codec, CodecOptions(volume.options, masterKey: master),
                                             context: "volume file \(VolumeFile.path(in: lower)): ")
         var damaged = checkAttributes(lower, ".", ".", codec)  // the top directory
+        var seenLinked = Set<[UInt64]>()  // (dev, ino) of files with more than one name, checked once
         let walker = FileManager.default.enumerator(atPath: lower)
         while let relative = walker?.nextObject() as? String {
             if relative == VolumeFile.name { continue }
@@ -52,6 +53,7 @@ struct FsckCommand: ParsableCommand {
             }
             if type == S_IFLNK { damaged += checkLink(path, name, relative, codec) }
             guard type == S_IFREG || type == S_IFDIR else { continue }  // user attributes live on these only
+            if type == S_IFREG && st.st_nlink > 1 && !seenLinked.insert([UInt64(st.st_dev), UInt64(st.st_ino)]).inserted { continue }
             damaged += checkAttributes(path, name, relative, codec)
             if type == S_IFREG && st.st_size > 0 { damaged += checkFile(path, name, relative, size: Int(st.st_size), codec) }
         }
