@@ -824,6 +824,8 @@ struct ReliabilityTests {
                 for _ in 0..<5 { counts.append(descriptorCount(pid)); usleep(20_000) }
                 return counts.min()!
             }
+            // The daemon opens its control socket just after the mount appears: count after it.
+            #expect(eventually { m.log.contains("control socket of") }, "\(m.log)")
             let before = atRest()
             for i in 0..<10_000 {
                 let fd = open(top + "/f\(i % 10)", i % 2 == 0 ? O_RDONLY : O_RDWR)
