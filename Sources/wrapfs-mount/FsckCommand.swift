@@ -63,14 +63,17 @@ struct FsckCommand: ParsableCommand {
     /// Decodes the target of symlink `path`; prints and counts one that does not decode (the
     /// mount answers EIO to readlink).
     private func checkLink(_ path: String, _ name: String, _ lowerName: String, _ codec: Codec) -> Int {
-        var buffer = [UInt8](repeating: 0, count: Int(PATH_MAX) + 1)
-        let n = buffer.withUnsafeMutableBytes { readlink(path, $0.baseAddress!.assumingMemoryBound(to: CChar.self), $0.count) }
-        guard n >= 0 else {
-            print("\(name): symlink target cannot be read (lower file \(lowerName)): \(String(cString: strerror(errno)))")
+        let stored: [UInt8]
+        do {
+            let link = try FileDescriptor.open(path, wrapfs_O_PATH | O_NOFOLLOW)
+            defer { link.close() }
+            stored = try link.readLink()
+        } catch {
+            print("\(name): symlink target cannot be read (lower file \(lowerName)): \(error)")
             return 1
         }
         do {
-            _ = try codec.decodeLinkTarget(Array(buffer.prefix(n)))
+            _ = try codec.decodeLinkTarget(stored)
             return 0
         } catch {
             print("\(name): symlink target (lower file \(lowerName)): \(error)")
@@ -85,8 +88,13 @@ struct FsckCommand: ParsableCommand {
     /// decode and answers EIO for a value that does not.
     private func checkAttributes(_ path: String, _ name: String, _ lowerName: String, _ codec: Codec) -> Int {
         guard !codec.keepsAttributes else { return 0 }
-        guard let names = Self.attributeNames(path) else {
-            print("\(name): extended attributes cannot be listed (lower file \(lowerName)): \(String(cString: strerror(errno)))")
+        let names: [ArraySlice<UInt8>]
+        do {
+            names = try ExtendedAttributes.list(path).split(separator: 0)
+        } catch let e as Errno where e == .EOPNOTSUPP {
+            return 0  // a lower file system without extended attributes
+        } catch {
+            print("\(name): extended attributes cannot be listed (lower file \(lowerName)): \(error)")
             return 1
         }
         var damaged = 0
@@ -101,8 +109,11 @@ struct FsckCommand: ParsableCommand {
                 continue
             }
             let plainName = String(decoding: plain, as: UTF8.self)
-            guard let value = Self.attributeValue(path, storedName) else {
-                print("\(name): extended attribute \(plainName) (lower file \(lowerName), \(storedName)) cannot be read: \(String(cString: strerror(errno)))")
+            let value: [UInt8]
+            do {
+                value = try ExtendedAttributes.value(path, storedName)
+            } catch {
+                print("\(name): extended attribute \(plainName) (lower file \(lowerName), \(storedName)) cannot be read: \(error)")
                 damaged += 1
                 continue
             }
@@ -114,32 +125,6 @@ struct FsckCommand: ParsableCommand {
             }
         }
         return damaged
-    }
-
-    /// The attribute names of `path` (a file or directory), nil when they cannot be listed.
-    private static func attributeNames(_ path: String) -> [[UInt8]]? {
-        while true {
-            let size = wrapfs_listxattr(path, nil, 0)
-            if size < 0 { return errno == ENOTSUP ? [] : nil }
-            var list = [CChar](repeating: 0, count: max(size, 1))
-            let n = wrapfs_listxattr(path, &list, size)
-            if n < 0 && errno == ERANGE { continue }  // grew in between
-            if n < 0 { return nil }
-            return list.prefix(n).split(separator: 0).map { $0.map { UInt8(bitPattern: $0) } }
-        }
-    }
-
-    /// The stored value of attribute `name` of `path`, nil when it cannot be read.
-    private static func attributeValue(_ path: String, _ name: String) -> [UInt8]? {
-        while true {
-            let size = wrapfs_getxattr(path, name, nil, 0)
-            if size < 0 { return nil }
-            var value = [UInt8](repeating: 0, count: max(size, 1))
-            let n = wrapfs_getxattr(path, name, &value, size)
-            if n < 0 && errno == ERANGE { continue }
-            if n < 0 { return nil }
-            return Array(value.prefix(n))
-        }
     }
 
     /// The path as the mount shows it: each lower component decoded (a long name through its

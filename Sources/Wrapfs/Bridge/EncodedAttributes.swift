@@ -33,7 +33,7 @@ extension Layer {
     /// decode failure in `status` for one that does not decode.
     func encodedAttribute(_ path: String, _ name: UnsafePointer<CChar>, of inode: Inode) throws -> [UInt8] {
         let lower = try lowerAttributeName(name)
-        let stored = try Self.readGrowing { buf, size in try sys { wrapfs_getxattr(path, lower, buf, size) } }
+        let stored = try ExtendedAttributes.value(path, lower)
         do {
             return try codec.decodeAttributeValue(stored, name: Layer.bytes(name))
         } catch {
@@ -45,7 +45,7 @@ extension Layer {
 
     /// The attribute list of `path` with user names decoded (names this codec did not make are left out).
     func encodedAttributeList(_ path: String) throws -> [UInt8] {
-        let stored = try Self.readGrowing { buf, size in try sys { wrapfs_listxattr(path, buf?.assumingMemoryBound(to: CChar.self), size) } }
+        let stored = try ExtendedAttributes.list(path)
         var list: [UInt8] = []
         for name in stored.split(separator: 0, omittingEmptySubsequences: true) {
             if name.starts(with: Self.userPrefix) {
@@ -65,19 +65,5 @@ extension Layer {
         if size == 0 { fuse_reply_xattr(req, bytes.count); return }
         guard bytes.count <= size else { throw Errno.ERANGE }
         _ = bytes.withUnsafeBytes { fuse_reply_buf(req, $0.baseAddress?.assumingMemoryBound(to: CChar.self), $0.count) }
-    }
-
-    /// Reads what `call` gives (asked for its size first), again while it grows in between (ERANGE).
-    private static func readGrowing(_ call: (UnsafeMutableRawPointer?, Int) throws -> Int) throws -> [UInt8] {
-        while true {
-            let size = try call(nil, 0)
-            var buf = [UInt8](repeating: 0, count: max(size, 1))
-            do {
-                let n = try buf.withUnsafeMutableBytes { try call($0.baseAddress, size) }
-                return Array(buf[0..<n])
-            } catch let e as Errno where e == .ERANGE {
-                continue
-            }
-        }
     }
 }
