@@ -26,6 +26,7 @@
 #include <sys/vfs.h>
 #include <linux/stat.h>
 #include <string.h>
+#include <spawn.h>
 #include <sys/sysmacros.h>
 #include "../../include/wrapfs.h"  // the refresh ioctl applications call
 #include "../../include/wrapfs_codec.h"  // the C ABI of codec plugins
@@ -265,6 +266,11 @@ static inline void wrapfs_name_thread(const char *name) { prctl(PR_SET_NAME, (un
 
 // fcntl(2) is variadic in C.
 static inline int wrapfs_fcntl_lock(int fd, int cmd, struct flock *lock) { return fcntl(fd, cmd, lock); }
+
+// glibc 2.34's closefrom action for posix_spawn, which the Glibc module does not show Swift.
+static inline int wrapfs_spawn_close_from(posix_spawn_file_actions_t *actions, int from) {
+    return posix_spawn_file_actions_addclosefrom_np(actions, from);
+}
 
 // syslog(3) is variadic in C.
 static inline void wrapfs_syslog(int priority, const char *message) { syslog(priority, "%s", message); }

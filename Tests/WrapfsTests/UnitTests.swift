@@ -65,4 +65,22 @@ struct UnitTests {
         #expect(Base64URL.decode(Array("a+b/".utf8)) == nil)   // standard alphabet
         #expect(Base64URL.decode(Array("ab.c".utf8)) == nil)
     }
+
+    /// The tests' own children (mount daemons among them) must hold nothing another case opened:
+    /// bindfs keeps a file unlinked while open until its last holder closes it, and the rmdir
+    /// test then waited in vain for a daemon that another case had started meanwhile.
+    @Test("children the tests start inherit only their standard descriptors")
+    func childrenInheritNothing() throws {
+        // No O_CLOEXEC, as a test's open(2) calls have; at a number ls's own will not take.
+        let opened = open("/dev/null", O_RDONLY)
+        let fd = dup2(opened, 222)
+        close(opened)
+        #expect(fd == 222)
+        defer { close(fd) }
+        let listing = try run("/bin/ls", ["/proc/self/fd"])
+        #expect(listing.status == 0)
+        // ls's own directory stream is the one descriptor above 2 it may show.
+        let above = listing.output.split(whereSeparator: \.isWhitespace).compactMap { Int($0) }.filter { $0 > 2 }
+        #expect(above.count <= 1 && !above.contains(Int(fd)), "\(listing.output)")
+    }
 }

@@ -1,5 +1,6 @@
 // Test fixtures: scratch directories, running commands with timeouts, and real mounts that always unmount.
 import Foundation
+import CFuse
 import Glibc
 import Testing
 
@@ -52,6 +53,10 @@ final class Child {
         posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
         posix_spawn_file_actions_addopen(&actions, 1, outputPath, O_WRONLY | O_CREAT | O_APPEND, 0o600)
         posix_spawn_file_actions_adddup2(&actions, 1, 2)
+        // Nothing else the test process has open: cases run side by side, and a child inheriting
+        // another case's descriptor (a file held open in bindfs, say) would keep it open for
+        // its whole life (a mount daemon's: minutes).
+        wrapfs_spawn_close_from(&actions, 3)
         let cArgs = ([tool] + args).map { strdup($0) } + [nil]
         let env = ProcessInfo.processInfo.environment.merging(environment ?? [:]) { $1 }
         let cEnv = env.map { strdup("\($0.key)=\($0.value)") } + [nil]
