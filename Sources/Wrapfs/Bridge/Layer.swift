@@ -190,18 +190,38 @@ public final class Layer {
         return try entryParameters(inodes.remember(fd: fd, stat: st), st)
     }
 
-    /// Opens `lowerName` in `parent` (O_PATH) for a new entry. Out of descriptors, it asks the
-    /// kernel to drop old entries and waits for the forgets to close theirs (up to 200 ms).
+    /// Opens `lowerName` in `parent` (O_PATH) for a new entry.
     private func openForEntry(_ parent: Inode, _ lowerName: UnsafePointer<CChar>) throws -> FileDescriptor {
-        var attempts = 0
-        while true {
-            do {
-                return try parent.fd.openAt(lowerName, O_PATH | O_NOFOLLOW)
-            } catch let e as Errno where e == .EMFILE && attempts < 20 {
-                attempts += 1
-                inodes.shedEntries()
-                usleep(10_000)
+        try withDescriptorRoom(in: parent) { try parent.fd.openAt(lowerName, O_PATH | O_NOFOLLOW) }
+    }
+
+    /// Runs `open`, which takes a descriptor. Out of descriptors while the kernel holds more
+    /// entries than shedding keeps (`InodeTable.excess`, less the files held open, which it cannot
+    /// drop), it has the kernel drop old ones and retries as their forgets close descriptors, for
+    /// up to two seconds: a lookup or open at full speed (diff -r of a big tree, readers side by
+    /// side) may outrun those forgets. EMFILE at once when open files hold the descriptors.
+    /// `dir`: the directory whose lock the kernel holds through this request (a lookup or a
+    /// create in it), where nothing is dropped meanwhile (see `InodeTable.sheddable`). EMFILE
+    /// comes before open(2) creates anything, so a retried O_CREAT is safe.
+    func withDescriptorRoom<R>(in dir: Inode? = nil, _ open: () throws -> R) throws -> R {
+        func mayShed() -> Bool { inodes.excess > openFiles.count }
+        do {
+            return try open()
+        } catch let e as Errno where e == .EMFILE && mayShed() {
+            let deadline = wrapfs_monotonic_ns() + 2_000_000_000
+            func retry() throws -> R {
+                while true {
+                    inodes.shedEntries()
+                    usleep(10_000)
+                    do {
+                        return try open()
+                    } catch let e as Errno where e == .EMFILE && mayShed() && wrapfs_monotonic_ns() < deadline {
+                        continue
+                    }
+                }
             }
+            guard let dir else { return try retry() }
+            return try inodes.waiting(in: dir) { try retry() }
         }
     }
 

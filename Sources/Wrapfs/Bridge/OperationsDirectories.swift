@@ -12,7 +12,7 @@ extension Layer {
             return
         }
         serve(req) {
-            let d = try OpenDirectory(inodes.inode(ino), isRoot: ino == FUSE_ROOT_ID)
+            let d = try withDescriptorRoom { try OpenDirectory(inodes.inode(ino), isRoot: ino == FUSE_ROOT_ID) }
             d.attach(fi)
             if fuse_reply_open(req, fi) != 0 { OpenDirectory.detach(fi) }
         }
@@ -55,7 +55,7 @@ extension Layer {
         }
         if open == nil {
             serve(req) {  // replies to a failure
-                open = try OpenDirectory(parent, isRoot: ino == FUSE_ROOT_ID)
+                open = try withDescriptorRoom { try OpenDirectory(parent, isRoot: ino == FUSE_ROOT_ID) }
                 if off != 0 { stats.listingSought() }
             }
         }

@@ -13,7 +13,9 @@ extension Layer {
     }
 
     /// Opens the lower file for an upper open with `flags`; says whether it can be read.
-    private func openLower(flags: Int32, _ create: (Int32) throws -> FileDescriptor) throws -> (FileDescriptor, readable: Bool) {
+    /// `dir`: the directory of a create (see `withDescriptorRoom`).
+    private func openLower(flags: Int32, in dir: Inode? = nil, _ opening: (Int32) throws -> FileDescriptor) throws -> (FileDescriptor, readable: Bool) {
+        func create(_ f: Int32) throws -> FileDescriptor { try withDescriptorRoom(in: dir) { try opening(f) } }
         let (f, upgraded) = lowerFlags(flags)
         var fd: FileDescriptor
         var readable = true
@@ -63,7 +65,7 @@ extension Layer {
             try lname.withUnsafeBufferPointer { nb in
                 let n = nb.baseAddress!
                 let exclusive = fi.pointee.flags & O_EXCL
-                let (fd, readable) = try openLower(flags: fi.pointee.flags) { f in
+                let (fd, readable) = try openLower(flags: fi.pointee.flags, in: dir) { f in
                     try dir.fd.openAt(n, f | O_CREAT | exclusive | O_NOFOLLOW, mode: mode)
                 }
                 adoptOwnership(req, parent: dir, lowerName: n)

@@ -81,11 +81,37 @@ final class InodeTable {
     /// it then forgets each file nothing holds open, and its descriptor closes.
     /// (Names only leave the lock: an inode held past it could be freed, and its descriptor closed,
     /// outside `closing`, where rmdir would not wait for it.)
+    /// Names in a directory where a lookup or create waits for a descriptor are left out: the
+    /// kernel holds that directory's lock through the request, and dropping an entry there takes
+    /// the lock, so it would wait for the very request it is meant to help (and hold up the rest).
     func sheddable(_ count: Int) -> [(mount: Int, parent: UInt64, name: [UInt8])] {
         lock.locked {
-            byKey.values.filter { !$0.isDirectory }.sorted { $0.sequence < $1.sequence }
-                .prefix(max(0, count)).compactMap { $0.upperName }
+            Array(byKey.values.filter { !$0.isDirectory }.sorted { $0.sequence < $1.sequence }.lazy
+                .compactMap { $0.upperName }
+                .filter { self.waitingIn[DirectoryKey(mount: $0.mount, node: $0.parent)] == nil }
+                .prefix(max(0, count)))
         }
+    }
+
+    /// A directory as one mount's kernel knows it: the mount and its node ID there.
+    struct DirectoryKey: Hashable {
+        let mount: Int
+        let node: UInt64
+    }
+    /// Directories whose lock the kernel holds through a request that waits for a descriptor
+    /// (see `Layer.withDescriptorRoom`), with how many such requests; guarded by `lock`.
+    private var waitingIn: [DirectoryKey: Int] = [:]
+
+    /// Runs `body` marked as waiting for a descriptor in directory `dir` (see `sheddable`).
+    func waiting<R>(in dir: DirectoryKey, _ body: () throws -> R) rethrows -> R {
+        lock.locked { waitingIn[dir, default: 0] += 1 }
+        defer {
+            lock.locked {
+                let left = waitingIn[dir, default: 1] - 1
+                waitingIn[dir] = left == 0 ? nil : left
+            }
+        }
+        return try body()
     }
 
     /// How many known inodes to shed to get back to two thirds of the high water mark (0 or less
@@ -156,6 +182,12 @@ struct InodeView {
     /// Asks the kernel to drop old entries now (see `InodeTable.onScarce`).
     func shedEntries() { table.onScarce?() }
     var closing: Pending { table.closing }
+    /// Runs `body` marked as waiting for a descriptor in `dir` (see `InodeTable.sheddable`).
+    func waiting<R>(in dir: Inode, _ body: () throws -> R) rethrows -> R {
+        try table.waiting(in: InodeTable.DirectoryKey(mount: mount, node: UInt64(id(of: dir))), body)
+    }
+    /// How many known inodes shedding would drop (see `InodeTable.excess`).
+    var excess: Int { table.excess }
 
     func inode(_ id: fuse_ino_t) -> Inode {
         if id == FUSE_ROOT_ID { return root }
