@@ -1,5 +1,6 @@
 // Passphrases: from the terminal without echo, a file, or a command; never argv or the environment.
 import ArgumentParser
+import CFuse
 import Codecs
 import Foundation
 import Glibc
@@ -102,6 +103,8 @@ struct PassphraseOptions: ParsableArguments {
         defer { posix_spawn_file_actions_destroy(&actions) }
         posix_spawn_file_actions_adddup2(&actions, pipeFds[1], 1)
         posix_spawn_file_actions_addclose(&actions, pipeFds[0])
+        // Nothing else of ours: the command (and whatever it leaves running) gets stdin, stdout, stderr.
+        wrapfs_spawn_close_from(&actions, 3)
         var pid: pid_t = 0
         let argv: [UnsafeMutablePointer<CChar>?] = [strdup("/bin/sh"), strdup("-c"), strdup(command), nil]
         defer { argv.forEach { free($0) } }

@@ -382,7 +382,12 @@ struct EncryptionTests {
         let lower = try s.dir("lower"), point = try s.dir("mnt")
         let made = try run(Build.mountTool, ["init", lower, "--extpass", "echo from a command", "--scrypt-logn", "10"])
         #expect(made.status == 0, "\(made.output)")
-        let m = try Mounted(lower: lower, point: point, codec: "aes-gcm", extra: ["--extpass", "echo from a command"])
+        // The command gets standard input, output and error only (as gocryptfs's extpass does):
+        // ls shows those and its own listing of /proc/self/fd.
+        let listing = s.path + "/descriptors"
+        let m = try Mounted(lower: lower, point: point, codec: "aes-gcm",
+                            extra: ["--extpass", "ls /proc/self/fd > \(listing); echo from a command"])
+        #expect(try String(contentsOfFile: listing, encoding: .utf8).split(separator: "\n") == ["0", "1", "2", "3"])
         m.unmount()
         let failed = try run(Build.mountTool, [lower, point, "--codec", "aes-gcm", "--extpass", "false"])
         #expect(failed.status == 64 && failed.output.contains("--extpass"), "\(failed.output)")
