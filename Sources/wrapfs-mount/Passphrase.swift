@@ -102,8 +102,8 @@ struct PassphraseOptions: ParsableArguments {
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
         posix_spawn_file_actions_adddup2(&actions, pipeFds[1], 1)
-        posix_spawn_file_actions_addclose(&actions, pipeFds[0])
-        // Nothing else of ours: the command (and whatever it leaves running) gets stdin, stdout, stderr.
+        // Nothing else of ours (the pipe's ends included): the command, and whatever it leaves
+        // running, gets stdin, stdout and stderr.
         wrapfs_spawn_close_from(&actions, 3)
         var pid: pid_t = 0
         let argv: [UnsafeMutablePointer<CChar>?] = [strdup("/bin/sh"), strdup("-c"), strdup(command), nil]
